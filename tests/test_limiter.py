@@ -1,0 +1,116 @@
+"""The distributed limiter against a real Redis: reservations, not sleeps.
+
+Grants are computed by Redis at once, so these tests check the schedule
+itself (every sliding window) without waiting for it to play out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from tests.conftest import make_settings
+from worker.keys import AccountKeys
+from worker.limiter import MICROS, Limiter
+
+
+def _limiter(redis: Redis, prefix: str, **changes: object) -> Limiter:
+    settings = make_settings("unused", prefix, **changes)
+    account = settings.account()
+    return Limiter(redis, AccountKeys(prefix, account.name), account)
+
+
+def _max_in_window(slots: list[int], window_us: int) -> int:
+    """The most slots inside any half-open window (t - window, t]."""
+    ordered = sorted(slots)
+    best, start = 0, 0
+    for end, slot in enumerate(ordered):
+        while ordered[start] <= slot - window_us:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+async def test_grants_fill_each_window_exactly_and_never_beyond(
+    redis: Redis, key_prefix: str
+) -> None:
+    limiter = _limiter(redis, key_prefix, rate_limit=5, rate_window_s=1.0, rate_margin_s=0.05)
+    permits = [await limiter.acquire() for _ in range(15)]
+    slots = [p.slot_us for p in permits]
+    window_us = int(1.05 * MICROS)
+
+    assert slots == sorted(slots)
+    assert _max_in_window(slots, window_us) == 5
+    # The first five go at once; each later five exactly one window (plus
+    # margin) after the five before them: the allowance is used to the end.
+    assert slots[4] - slots[0] < 0.05 * MICROS
+    for i in range(5, 15):
+        assert slots[i] - slots[i - 5] == window_us
+
+
+async def test_concurrent_acquirers_on_separate_connections_share_one_schedule(
+    redis: Redis, redis_url: str, key_prefix: str
+) -> None:
+    clients = [Redis.from_url(redis_url) for _ in range(4)]
+    try:
+        limiters = [
+            _limiter(c, key_prefix, rate_limit=10, rate_window_s=2.0, rate_margin_s=0.02)
+            for c in clients
+        ]
+        permits = await asyncio.gather(*(lim.acquire() for lim in limiters for _ in range(25)))
+    finally:
+        for c in clients:
+            await c.aclose()
+    slots = [p.slot_us for p in permits]
+    assert len({p.id for p in permits}) == 100
+    assert _max_in_window(slots, int(2.02 * MICROS)) == 10
+    # Ten windows' worth of grants span nine windows: nothing was wasted.
+    span = max(slots) - min(slots)
+    assert 9 * 2.02 * MICROS <= span < 9 * 2.02 * MICROS + 0.1 * MICROS
+
+
+async def test_a_refunded_permit_is_granted_again(redis: Redis, key_prefix: str) -> None:
+    limiter = _limiter(redis, key_prefix, rate_limit=2, rate_window_s=10.0, rate_margin_s=0.1)
+    first = await limiter.acquire()
+    second = await limiter.acquire()
+    third = await limiter.acquire()
+    assert third.slot_us >= first.slot_us + 10.1 * MICROS
+    await limiter.refund(second)
+    await limiter.refund(third)
+    again = await limiter.acquire()
+    # With the refunds, only one permit is in the window: the next is immediate.
+    assert again.slot_us - first.slot_us < 0.1 * MICROS
+
+
+async def test_cool_down_holds_every_grant_back(redis: Redis, key_prefix: str) -> None:
+    limiter = _limiter(redis, key_prefix, rate_limit=100, rate_window_s=60.0, rate_margin_s=0.5)
+    until_s = await limiter.cool_down(3.0)
+    permit = await limiter.acquire()
+    assert permit.slot_us >= until_s * MICROS
+    assert permit.slot_us - permit.granted_at_us >= 2.9 * MICROS
+    # A shorter cool-down never shortens a longer one already in force.
+    assert await limiter.cool_down(1.0) == until_s
+
+
+async def test_customer_caps_are_checked_with_the_vendor_limit(
+    redis: Redis, key_prefix: str
+) -> None:
+    limiter = _limiter(
+        redis, key_prefix, rate_limit=5, rate_window_s=1.0, rate_margin_s=0.01,
+        rate_cap_per_hour=7,
+    )
+    slots = [(await limiter.acquire()).slot_us for _ in range(8)]
+    assert _max_in_window(slots, int(1.01 * MICROS)) <= 5
+    # The 8th request would be the 8th in an hour: it waits for the first to age out.
+    assert slots[7] - slots[0] >= 3600.01 * MICROS
+    assert slots[6] - slots[0] < 2 * MICROS
+
+
+async def test_permit_wait_is_measured_from_redis_time_not_the_host_clock(
+    redis: Redis, key_prefix: str
+) -> None:
+    limiter = _limiter(redis, key_prefix, rate_limit=1, rate_window_s=5.0, rate_margin_s=0.1)
+    await limiter.acquire()
+    second = await limiter.acquire()
+    assert 5.0 < second.seconds_until_slot() <= 5.1

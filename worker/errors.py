@@ -1,0 +1,62 @@
+"""Every error the product raises on purpose descends from :class:`OzpError`.
+
+    OzpError
+    ├── ConfigError             settings missing or out of range (exit 2)
+    ├── BadInput                a job, file or argument we refuse (exit 2)
+    ├── RedisUnavailable        cannot reach Redis (exit 3)
+    ├── AccountHalted           the account is halted; carries the reason (exit 4)
+    ├── TokenUnavailable        no usable token right now (budget spent, refresh failing)
+    │   └── TokenBudgetSpent    the 10-per-hour generation budget is used up
+    ├── SendRefused             a request tried to leave without its own permit
+    └── EmbeddedRedisError      no redis-server binary to start, or it would not start
+
+Messages never contain the API key or a token: callers format them from
+non-secret facts only.
+"""
+
+from __future__ import annotations
+
+
+class OzpError(Exception):
+    """Root of the product's exceptions."""
+
+
+class ConfigError(OzpError):
+    """The settings are missing, malformed or contradict each other."""
+
+
+class BadInput(OzpError):
+    """A job, an input file or a command-line argument that we refuse."""
+
+
+class RedisUnavailable(OzpError):
+    """Redis cannot be reached."""
+
+
+class AccountHalted(OzpError):
+    """The account is halted (a credential error); no request may be sent."""
+
+    def __init__(self, account: str, reason: str) -> None:
+        super().__init__(f"account {account!r} is halted: {reason}")
+        self.account = account
+        self.reason = reason
+
+
+class TokenUnavailable(OzpError):
+    """No usable token now; the caller should wait and try again."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TokenBudgetSpent(TokenUnavailable):
+    """Generating another token would exceed the vendor's per-hour budget."""
+
+
+class SendRefused(OzpError):
+    """aiohttp tried to resend a request that had already used its permit."""
+
+
+class EmbeddedRedisError(OzpError):
+    """No redis-server binary was found, or it failed to start."""

@@ -1,0 +1,112 @@
+"""Every Redis key name. Nothing else in the package builds a key string.
+
+All keys of one account share the hash tag ``{account}`` so that the Lua
+scripts and MULTI blocks that touch several of them work on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Lane = Literal["urgent", "bulk"]
+LANES: tuple[Lane, ...] = ("urgent", "bulk")
+
+# The consumer group every worker process joins, on both lanes.
+CONSUMER_GROUP = "workers"
+
+
+def accounts_key(prefix: str) -> str:
+    """The set of account names that have ever had work, for `status`."""
+    return f"{prefix}:accounts"
+
+
+@dataclass(frozen=True)
+class AccountKeys:
+    prefix: str
+    account: str
+
+    @property
+    def _base(self) -> str:
+        return f"{self.prefix}:{{{self.account}}}"
+
+    def lane(self, lane: Lane) -> str:
+        return f"{self._base}:q:{lane}"
+
+    @property
+    def urgent(self) -> str:
+        return self.lane("urgent")
+
+    @property
+    def bulk(self) -> str:
+        return self.lane("bulk")
+
+    @property
+    def delayed(self) -> str:
+        """Sorted set of jobs waiting for a retry, scored by due time (server ms)."""
+        return f"{self._base}:delayed"
+
+    @property
+    def pending(self) -> str:
+        """Set of digests of (campaign, phone) queued or in flight: the de-duplication."""
+        return f"{self._base}:pending"
+
+    @property
+    def limiter(self) -> str:
+        """Sorted set of granted slots (server µs), members are permit ids."""
+        return f"{self._base}:limiter"
+
+    @property
+    def cooldown(self) -> str:
+        """Server µs before which no permit is granted (after `rate limited`)."""
+        return f"{self._base}:limiter:cooldown"
+
+    @property
+    def token(self) -> str:
+        """Hash: the current token, its expiry and its generation number."""
+        return f"{self._base}:token"
+
+    @property
+    def token_lock(self) -> str:
+        return f"{self._base}:token:lock"
+
+    @property
+    def token_generations(self) -> str:
+        """Sorted set of token generation times (server ms): the budget."""
+        return f"{self._base}:token:generations"
+
+    @property
+    def results(self) -> str:
+        return f"{self._base}:results"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self._base}:dlq"
+
+    @property
+    def stats(self) -> str:
+        """Hash of counters: deleted, already_deleted, dead."""
+        return f"{self._base}:stats"
+
+    @property
+    def paused(self) -> str:
+        """Present while an operator paused dispatch; the value is the reason."""
+        return f"{self._base}:paused"
+
+    @property
+    def halted(self) -> str:
+        """Present while the account is halted by a credential error; value is the reason."""
+        return f"{self._base}:halted"
+
+    @property
+    def token_wait(self) -> str:
+        """Present, with a TTL, while the token budget is spent; value is the reason."""
+        return f"{self._base}:token:wait"
+
+    def job(self, job_id: str) -> str:
+        """Hash of one job's state: attempts sent, terminal outcome. Expires."""
+        return f"{self._base}:job:{job_id}"
+
+    @property
+    def job_prefix(self) -> str:
+        return f"{self._base}:job:"

@@ -1,0 +1,252 @@
+"""The queue of one account: two lanes (urgent, bulk) of Redis Streams read
+through one consumer group, plus a sorted set of delayed retries.
+
+Enqueue is pipelined and de-duplicated; fetch hands out one job per matured
+permit, urgent first (``queue_fetch.lua``); a retry leaves the lane and
+enters the delayed set in one step (``queue_retry.lua``); jobs held by a
+process that went silent are put back (``queue_reclaim.lua``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from worker.jobs import Job, MalformedEntry, from_fields
+from worker.keys import CONSUMER_GROUP, LANES, AccountKeys, Lane, accounts_key
+from worker.limiter import Permit
+from worker.lua import register
+
+# Due retries moved back to their lane per fetch: enough to keep up, small
+# enough that one fetch stays short.
+PROMOTE_PER_FETCH = 50
+RECLAIM_PER_CALL = 100
+ENQUEUE_BATCH = 500
+# An idle fetcher re-checks at least this often (delayed retries, reclaims).
+IDLE_WAIT_MAX_S = 1.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A lane entry handed to this process: the job, or why it is not one."""
+
+    lane: Lane
+    entry_id: str
+    fields: dict[str, str]
+    job: Job | None
+    malformed: str | None = None
+
+    @property
+    def maybe_sent(self) -> bool:
+        """An earlier attempt may have reached the vendor (see ``sent`` in jobs)."""
+        return self.fields.get("sent") == "1"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    delivery: Delivery
+
+
+@dataclass(frozen=True)
+class Early:
+    wait_s: float
+
+
+@dataclass(frozen=True)
+class Late:
+    pass
+
+
+@dataclass(frozen=True)
+class Paused:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Empty:
+    last_ids: tuple[str, str]
+    next_due_ms: int | None
+
+
+FetchResult = Fetched | Early | Late | Paused | Empty
+
+
+@dataclass
+class EnqueueResult:
+    queued: list[str] = field(default_factory=list)  # job ids
+    duplicates: list[str] = field(default_factory=list)  # job ids skipped
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    urgent: int
+    bulk: int
+    in_flight: int
+    delayed: int
+
+    @property
+    def queued(self) -> int:
+        return self.urgent + self.bulk
+
+    @property
+    def outstanding(self) -> int:
+        """Jobs without a terminal record yet."""
+        return self.queued + self.in_flight + self.delayed
+
+
+def _delivery(lane: Lane, entry_id: str, fields: dict[str, str]) -> Delivery:
+    try:
+        return Delivery(lane, entry_id, fields, from_fields(fields, entry_id))
+    except MalformedEntry as exc:
+        return Delivery(lane, entry_id, fields, None, str(exc))
+
+
+class Queue:
+    def __init__(self, redis: Redis, keys: AccountKeys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._enqueue = register(redis, "queue_enqueue")
+        self._fetch = register(redis, "queue_fetch")
+        self._retry = register(redis, "queue_retry")
+        self._reclaim = register(redis, "queue_reclaim")
+
+    async def ensure_groups(self) -> None:
+        """Create the consumer group on both lanes (from their start) if missing."""
+        for lane in LANES:
+            try:
+                await self._redis.xgroup_create(
+                    self._keys.lane(lane), CONSUMER_GROUP, id="0", mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def enqueue_many(self, jobs: Iterable[Job], lane: Lane = "bulk") -> EnqueueResult:
+        """Queue jobs in pipelined batches; duplicates of queued work are skipped."""
+        result = EnqueueResult()
+        batch: list[Job] = []
+        await self._redis.sadd(accounts_key(self._keys.prefix), self._keys.account)
+        for job in jobs:
+            batch.append(job)
+            if len(batch) >= ENQUEUE_BATCH:
+                await self._enqueue_batch(batch, lane, result)
+                batch = []
+        if batch:
+            await self._enqueue_batch(batch, lane, result)
+        return result
+
+    async def enqueue(self, job: Job, lane: Lane = "bulk") -> bool:
+        """Queue one job; False if the same (campaign, phone) is already queued."""
+        return bool((await self.enqueue_many([job], lane)).queued)
+
+    async def _enqueue_batch(self, batch: Sequence[Job], lane: Lane, result: EnqueueResult) -> None:
+        args: list[str | int] = []
+        for job in batch:
+            fields = job.to_fields()
+            args += [job.dedupe_digest, len(fields)]
+            for name, value in fields.items():
+                args += [name, value]
+        entry_ids = await self._enqueue(keys=[self._keys.lane(lane), self._keys.pending], args=args)
+        for job, entry_id in zip(batch, entry_ids, strict=True):
+            (result.queued if entry_id else result.duplicates).append(job.id)
+
+    async def fetch(self, permit: Permit, consumer: str, lateness_us: int) -> FetchResult:
+        """Spend ``permit`` on the next job, or refund it and say why not."""
+        reply = await self._fetch(
+            keys=[
+                self._keys.urgent,
+                self._keys.bulk,
+                self._keys.delayed,
+                self._keys.limiter,
+                self._keys.paused,
+                self._keys.halted,
+            ],
+            args=[
+                CONSUMER_GROUP,
+                consumer,
+                permit.id,
+                permit.slot_us,
+                lateness_us,
+                PROMOTE_PER_FETCH,
+            ],
+        )
+        kind = reply[0]
+        if kind == "job":
+            lane, entry_id, flat = reply[1], reply[2], reply[3:]
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            return Fetched(_delivery(lane, entry_id, fields))
+        if kind == "early":
+            return Early(int(reply[1]) / 1_000_000)
+        if kind == "late":
+            return Late()
+        if kind == "paused":
+            return Paused(str(reply[1]))
+        next_due = int(reply[3])
+        return Empty((str(reply[1]), str(reply[2])), next_due if next_due >= 0 else None)
+
+    async def wait_for_work(self, empty: Empty, max_wait_s: float = IDLE_WAIT_MAX_S) -> None:
+        """Block until a new entry arrives on a lane, a retry is due, or the cap passes."""
+        wait_s = max_wait_s
+        if empty.next_due_ms is not None:
+            seconds, micros = await self._redis.time()
+            now_ms = seconds * 1000 + micros // 1000
+            wait_s = min(wait_s, max(empty.next_due_ms - now_ms, 0) / 1000)
+        if wait_s <= 0:
+            return
+        await self._redis.xread(
+            {self._keys.urgent: empty.last_ids[0], self._keys.bulk: empty.last_ids[1]},
+            count=1,
+            block=max(round(wait_s * 1000), 1),
+        )
+
+    async def schedule_retry(
+        self, delivery: Delivery, fields: dict[str, str], delay_s: float
+    ) -> None:
+        """Move the job off its lane into the delayed set, due after ``delay_s``."""
+        job_id = fields.get("id", delivery.entry_id)
+        member = json.dumps(
+            {"lane": delivery.lane, "job": job_id, "fields": fields}, sort_keys=True
+        )
+        await self._retry(
+            keys=[self._keys.lane(delivery.lane), self._keys.delayed],
+            args=[CONSUMER_GROUP, delivery.entry_id, max(round(delay_s * 1000), 0), member],
+        )
+
+    async def reclaim(self, consumer: str, min_idle_s: float) -> int:
+        """Put back jobs held longer than ``min_idle_s`` by silent consumers."""
+        moved = 0
+        for lane in LANES:
+            moved += int(
+                await self._reclaim(
+                    keys=[self._keys.lane(lane)],
+                    args=[CONSUMER_GROUP, consumer, round(min_idle_s * 1000), RECLAIM_PER_CALL],
+                )
+            )
+        return moved
+
+    async def counts(self) -> QueueCounts:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for lane in LANES:
+                pipe.xlen(self._keys.lane(lane))
+                pipe.xpending(self._keys.lane(lane), CONSUMER_GROUP)
+            pipe.zcard(self._keys.delayed)
+            replies = await pipe.execute(raise_on_error=False)
+        lengths = [replies[0], replies[2]]
+        held = [_pending_count(replies[1]), _pending_count(replies[3])]
+        return QueueCounts(
+            urgent=max(int(lengths[0]) - held[0], 0),
+            bulk=max(int(lengths[1]) - held[1], 0),
+            in_flight=held[0] + held[1],
+            delayed=int(replies[4]),
+        )
+
+
+def _pending_count(reply: object) -> int:
+    # XPENDING fails with NOGROUP before the first worker created the group.
+    if isinstance(reply, dict):
+        return int(reply.get("pending", 0))
+    return 0

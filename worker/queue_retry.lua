@@ -1,0 +1,15 @@
+-- Take a job off its lane and schedule it to come back later, atomically:
+-- the job is never both gone from the lane and absent from the retries.
+--
+-- KEYS[1]  the lane stream the job was read from
+-- KEYS[2]  delayed retries zset (score: due time, server ms)
+-- ARGV[1]  consumer group   ARGV[2]  the job's entry id
+-- ARGV[3]  delay, ms        ARGV[4]  retry member: JSON {"lane", "fields", "job"}
+-- Returns  the due time, server ms
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = now_ms + tonumber(ARGV[3])
+redis.call('ZADD', KEYS[2], string.format('%.0f', due), ARGV[4])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return due

@@ -1,0 +1,214 @@
+"""The central token store: one token per account, in Redis.
+
+Single flight across every process: a caller generates a token only if the
+one it saw fail (or age) is still the current one, and only while holding
+the refresh lock; everyone else picks up the new token from Redis. The
+vendor's 10-per-hour generation budget is counted in Redis; when it is
+spent the account waits with a reason, visible in ``status``, instead of
+calling the endpoint. A credential error halts the account.
+
+Tokens are read from Redis, not per job: each process keeps the current one
+with a deadline on its own monotonic clock, computed from the JWT's ``exp``
+and the Redis server's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from redis.asyncio import Redis
+
+from worker.config import AccountSettings, token_refresh_ahead_s
+from worker.control import halt_account
+from worker.errors import AccountHalted, TokenBudgetSpent, TokenUnavailable
+from worker.keys import AccountKeys
+from worker.logs import get_logger, register_secret
+from worker.lua import register
+from worker.outcomes import Outcome, classify_token
+from worker.ozonetel import OzonetelClient, TransportFailure
+
+log = get_logger(__name__)
+
+# After a failed generation, wait this long (doubling, capped) before the next.
+GENERATION_BACKOFF_S = 5.0
+GENERATION_BACKOFF_MAX_S = 300.0
+# How often a waiter looks for the token another process is generating.
+WAIT_POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class Token:
+    value: str
+    generation: int
+    expires_mono: float
+    refresh_at_mono: float
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self.expires_mono
+
+    @property
+    def due_for_refresh(self) -> bool:
+        return time.monotonic() >= self.refresh_at_mono
+
+
+def expiry_ms(token: str, fallback_ttl_s: float, now_ms: int) -> int:
+    """The token's ``exp`` in epoch ms; the signature is the vendor's to check."""
+    try:
+        claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+        return round(float(claims["exp"]) * 1000)
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+        return now_ms + round(fallback_ttl_s * 1000)
+
+
+class TokenManager:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: AccountKeys,
+        account: AccountSettings,
+        client: OzonetelClient,
+        lock_ttl_s: float,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._account = account
+        self._client = client
+        self._lock_ttl_ms = round(lock_ttl_s * 1000)
+        self._owner = secrets.token_hex(8)
+        self._cached: Token | None = None
+        self._failures = 0
+        self._begin = register(redis, "tokens_begin_refresh")
+        self._commit = register(redis, "tokens_commit")
+        self._release = register(redis, "tokens_release")
+
+    async def current(self) -> Token:
+        """A token to send with; refreshes it (once, centrally) when due."""
+        token = self._cached
+        if token is None or token.due_for_refresh:
+            token = await self._load()
+        if token is not None and not token.due_for_refresh:
+            return token
+        if token is not None and not token.expired:
+            # Still valid: try to refresh ahead of time, but never wait for it.
+            try:
+                return await self._refresh_if_current(token.generation, wait=False) or token
+            except TokenUnavailable:
+                return token
+        return await self._refresh_if_current(token.generation if token else 0, wait=True) or (
+            await self._must_load()
+        )
+
+    async def on_rejected(self, token: Token) -> None:
+        """The vendor refused ``token``: replace it, unless someone already has."""
+        self._cached = None
+        await self._refresh_if_current(token.generation, wait=True)
+
+    async def _load(self) -> Token | None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.hgetall(self._keys.token)
+            pipe.get(self._keys.halted)
+            (seconds, micros), stored, halted = await pipe.execute()
+        if halted:
+            raise AccountHalted(self._account.name, halted)
+        if not stored.get("value"):
+            self._cached = None
+            return None
+        now_ms = seconds * 1000 + micros // 1000
+        exp_ms = int(stored["exp_ms"])
+        lifetime_s = (exp_ms - int(stored.get("issued_ms", now_ms))) / 1000
+        remaining_s = (exp_ms - now_ms) / 1000
+        mono = time.monotonic()
+        register_secret(stored["value"])
+        self._cached = Token(
+            value=stored["value"],
+            generation=int(stored["gen"]),
+            expires_mono=mono + remaining_s,
+            refresh_at_mono=mono + remaining_s - token_refresh_ahead_s(max(lifetime_s, 0.0)),
+        )
+        return self._cached
+
+    async def _must_load(self) -> Token:
+        token = await self._load()
+        if token is None or token.expired:
+            raise TokenUnavailable("no valid token stored", retry_after_s=WAIT_POLL_S)
+        return token
+
+    async def _refresh_if_current(self, generation: int, *, wait: bool) -> Token | None:
+        """Generate a new token if ``generation`` is still current; else load the newer one."""
+        deadline = time.monotonic() + self._lock_ttl_ms / 1000 + 1
+        while True:
+            verdict, detail = await self._begin(
+                keys=[
+                    self._keys.token,
+                    self._keys.token_lock,
+                    self._keys.token_generations,
+                    self._keys.halted,
+                    self._keys.token_wait,
+                ],
+                args=[
+                    generation,
+                    self._owner,
+                    self._lock_ttl_ms,
+                    self._account.token_budget,
+                    round(self._account.token_budget_window_s * 1000),
+                ],
+            )
+            if verdict == "current":
+                return await self._load()
+            if verdict == "halted":
+                raise AccountHalted(self._account.name, str(detail))
+            if verdict == "budget":
+                log.warning("token.budget_spent", account=self._account.name, wait_ms=detail)
+                raise TokenBudgetSpent("token generation budget spent", int(detail) / 1000)
+            if verdict == "locked":
+                if not wait:
+                    return None
+                if time.monotonic() > deadline:
+                    raise TokenUnavailable(
+                        "token refresh in progress elsewhere", int(detail) / 1000
+                    )
+                await asyncio.sleep(min(WAIT_POLL_S, int(detail) / 1000))
+                continue
+            return await self._generate()
+
+    async def _generate(self) -> Token:
+        log.info("token.generate", account=self._account.name)
+        try:
+            answer = await self._client.generate_token()
+        except TransportFailure as exc:
+            await self._back_off(f"token endpoint unreachable: {exc}")
+        verdict = classify_token(answer)
+        if verdict.outcome is Outcome.ACCOUNT:
+            await halt_account(self._redis, self._keys, f"token endpoint: {verdict.message}")
+            await self._release(keys=[self._keys.token_lock], args=[self._owner, 0])
+            raise AccountHalted(self._account.name, verdict.message)
+        if verdict.outcome is not Outcome.ISSUED:
+            await self._back_off(f"token endpoint answered: {verdict.message}")
+        assert answer.body is not None
+        value = str(answer.body["token"])
+        register_secret(value)
+        seconds, micros = await self._redis.time()
+        exp = expiry_ms(value, self._account.token_ttl_s, seconds * 1000 + micros // 1000)
+        generation = await self._commit(
+            keys=[self._keys.token, self._keys.token_lock], args=[self._owner, value, exp]
+        )
+        self._failures = 0
+        if int(generation) < 0:
+            raise TokenUnavailable("token refresh lock expired mid-call", WAIT_POLL_S)
+        log.info("token.generated", account=self._account.name, generation=int(generation))
+        return await self._must_load()
+
+    async def _back_off(self, why: str) -> Any:
+        """Keep the lock through a back-off so no other process tries meanwhile."""
+        self._failures += 1
+        delay = min(GENERATION_BACKOFF_S * 2 ** (self._failures - 1), GENERATION_BACKOFF_MAX_S)
+        await self._release(keys=[self._keys.token_lock], args=[self._owner, round(delay * 1000)])
+        log.warning("token.generate_failed", account=self._account.name, why=why, retry_in_s=delay)
+        raise TokenUnavailable(why, delay)
