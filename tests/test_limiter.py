@@ -97,7 +97,11 @@ async def test_customer_caps_are_checked_with_the_vendor_limit(
     redis: Redis, key_prefix: str
 ) -> None:
     limiter = _limiter(
-        redis, key_prefix, rate_limit=5, rate_window_s=1.0, rate_margin_s=0.01,
+        redis,
+        key_prefix,
+        rate_limit=5,
+        rate_window_s=1.0,
+        rate_margin_s=0.01,
         rate_cap_per_hour=7,
     )
     slots = [(await limiter.acquire()).slot_us for _ in range(8)]

@@ -89,9 +89,10 @@ class EmbeddedRedis:
                 log = self.state_dir / "redis.log"
                 tail = log.read_text(errors="replace")[-300:] if log.exists() else ""
                 raise EmbeddedRedisError(f"redis-server exited at start: {tail.strip()}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
-            ) as conn:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn,
+            ):
                 conn.sendall(b"PING\r\n")
                 if conn.recv(16).startswith(b"+PONG"):
                     return

@@ -60,6 +60,15 @@ class AccountExit(StrEnum):
     HALTED = "halted"  # a credential error halted the account
 
 
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait for ``event`` at most ``seconds``; True if it is set."""
+    if seconds > 0 and not event.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await event.wait()
+    return event.is_set()
+
+
 def consumer_name() -> str:
     """Unique per process, readable in XINFO CONSUMERS."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -112,13 +121,15 @@ class AccountWorker:
 
     async def run(self, until_empty: bool = False) -> AccountExit:
         await self.queue.ensure_groups()
-        reclaimer = asyncio.create_task(self._reclaim_forever())
+        dispatch_over = asyncio.Event()
+        reclaimer = asyncio.create_task(self._reclaim_until(dispatch_over))
         try:
             return await self._dispatch(until_empty)
         finally:
-            reclaimer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reclaimer
+            # Ended by an event, not by cancellation: a cancel that lands as a
+            # Redis reply arrives can be swallowed, and the loop would go on.
+            dispatch_over.set()
+            await reclaimer
             await self._finish_in_flight()
 
     async def _dispatch(self, until_empty: bool) -> AccountExit:
@@ -187,11 +198,7 @@ class AccountWorker:
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless asked to stop; False if stopping."""
-        if seconds <= 0:
-            return not self._stopping.is_set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        return not self._stopping.is_set()
+        return not await wait_event(self._stopping, seconds)
 
     def _start_sending(self, held: _Held) -> None:
         task = asyncio.create_task(self._send(held))
@@ -309,9 +316,9 @@ class AccountWorker:
             duplicate_delivery=not recorded,
         )
 
-    async def _reclaim_forever(self) -> None:
+    async def _reclaim_until(self, over: asyncio.Event) -> None:
         interval = max(self._settings.visibility_timeout_s / 4, 0.5)
-        while not self._stopping.is_set():
+        while not over.is_set():
             try:
                 moved = await self.queue.reclaim(
                     self._consumer, self._settings.visibility_timeout_s
@@ -320,7 +327,7 @@ class AccountWorker:
                     self._log.warning("jobs.reclaimed", count=moved)
             except Exception as exc:  # noqa: BLE001 - a failed sweep is retried next interval
                 self._log.warning("jobs.reclaim_failed", error=exc)
-            await self._sleep(interval)
+            await wait_event(over, interval)
 
 
 async def run_pool(

@@ -107,7 +107,7 @@ class TokenManager:
     async def on_rejected(self, token: Token) -> None:
         """The vendor refused ``token``: replace it, unless someone already has."""
         self._cached = None
-        await self._refresh_if_current(token.generation, wait=True)
+        await self._refresh_if_current(token.generation, wait=True, rejected=True)
 
     async def _load(self) -> Token | None:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -123,7 +123,8 @@ class TokenManager:
         now_ms = seconds * 1000 + micros // 1000
         exp_ms = int(stored["exp_ms"])
         lifetime_s = (exp_ms - int(stored.get("issued_ms", now_ms))) / 1000
-        remaining_s = (exp_ms - now_ms) / 1000
+        # A token the vendor refused is as good as expired, whatever its exp.
+        remaining_s = 0.0 if stored.get("rejected") == "1" else (exp_ms - now_ms) / 1000
         mono = time.monotonic()
         register_secret(stored["value"])
         self._cached = Token(
@@ -140,7 +141,9 @@ class TokenManager:
             raise TokenUnavailable("no valid token stored", retry_after_s=WAIT_POLL_S)
         return token
 
-    async def _refresh_if_current(self, generation: int, *, wait: bool) -> Token | None:
+    async def _refresh_if_current(
+        self, generation: int, *, wait: bool, rejected: bool = False
+    ) -> Token | None:
         """Generate a new token if ``generation`` is still current; else load the newer one."""
         deadline = time.monotonic() + self._lock_ttl_ms / 1000 + 1
         while True:
@@ -158,6 +161,7 @@ class TokenManager:
                     self._lock_ttl_ms,
                     self._account.token_budget,
                     round(self._account.token_budget_window_s * 1000),
+                    "1" if rejected else "0",
                 ],
             )
             if verdict == "current":

@@ -6,6 +6,8 @@
 -- ARGV[1]  the generation the caller saw fail or age (refresh only if still current)
 -- ARGV[2]  lock owner id           ARGV[3]  lock TTL, ms
 -- ARGV[4]  budget: generations allowed per window   ARGV[5]  budget window, ms
+-- ARGV[6]  '1' if the vendor refused that token: it is marked so that no
+--          process sends with it again, even while no new one can be made
 -- Returns one of
 --   {'current', gen}   another caller already replaced that token: use the new one
 --   {'halted', reason} the account is halted: generate nothing
@@ -17,6 +19,7 @@
 -- answer we lost may still have counted at the vendor.
 local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
 if gen ~= tonumber(ARGV[1]) then return {'current', gen} end
+if ARGV[6] == '1' and gen > 0 then redis.call('HSET', KEYS[1], 'rejected', '1') end
 
 local halted = redis.call('GET', KEYS[4])
 if halted then return {'halted', halted} end

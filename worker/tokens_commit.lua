@@ -13,6 +13,6 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
 redis.call('HSET', KEYS[1], 'value', ARGV[2], 'exp_ms', ARGV[3],
-           'issued_ms', string.format('%.0f', now_ms))
+           'issued_ms', string.format('%.0f', now_ms), 'rejected', '0')
 redis.call('DEL', KEYS[2])
 return gen
