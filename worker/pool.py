@@ -33,7 +33,7 @@ from worker.errors import AccountHalted, TokenUnavailable
 from worker.jobs import Job, unsendable_reason
 from worker.keys import AccountKeys
 from worker.limiter import Limiter, Permit
-from worker.logs import get_logger
+from worker.logs import get_logger, register_secret
 from worker.outcomes import (
     MALFORMED,
     NO_RECORD,
@@ -118,6 +118,7 @@ class AccountWorker:
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._sending: set[asyncio.Task[None]] = set()
         self._log = log.bind(account=account.name)
+        register_secret(account.api_key.reveal())
 
     async def run(self, until_empty: bool = False) -> AccountExit:
         await self.queue.ensure_groups()

@@ -1,0 +1,151 @@
+"""Queue, retry, reclaim and recording scripts against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from redis.asyncio import Redis
+
+from tests.conftest import make_settings
+from worker.control import pause_account, resume_account
+from worker.jobs import make_job
+from worker.keys import CONSUMER_GROUP, AccountKeys
+from worker.limiter import Limiter, Permit
+from worker.queue import Empty, Fetched, Late, Paused, Queue
+from worker.results import Record, Recorder
+
+TOLERANCE_US = 10_000
+
+
+def _parts(redis: Redis, prefix: str) -> tuple[AccountKeys, Queue, Limiter]:
+    settings = make_settings("unused", prefix)
+    keys = AccountKeys(prefix, "default")
+    return keys, Queue(redis, keys), Limiter(redis, keys, settings.account())
+
+
+async def _fetch(queue: Queue, limiter: Limiter, consumer: str = "c1") -> object:
+    permit = await limiter.acquire()
+    await limiter.wait_for(permit)
+    return await queue.fetch(permit, consumer, TOLERANCE_US)
+
+
+async def test_an_urgent_job_is_handed_out_before_a_bulk_backlog(
+    redis: Redis, key_prefix: str
+) -> None:
+    _, queue, limiter = _parts(redis, key_prefix)
+    await queue.ensure_groups()
+    await queue.enqueue_many(make_job("c", f"98450{i:05d}") for i in range(50))
+    urgent = make_job("c", "9999999999")
+    await queue.enqueue(urgent, lane="urgent")
+    first = await _fetch(queue, limiter)
+    second = await _fetch(queue, limiter)
+    assert isinstance(first, Fetched) and first.delivery.job is not None
+    assert (first.delivery.lane, first.delivery.job.id) == ("urgent", urgent.id)
+    assert isinstance(second, Fetched) and second.delivery.lane == "bulk"
+
+
+async def test_duplicates_of_queued_work_are_skipped_until_it_ends(
+    redis: Redis, key_prefix: str
+) -> None:
+    keys, queue, limiter = _parts(redis, key_prefix)
+    await queue.ensure_groups()
+    assert await queue.enqueue(make_job("c", "9845000001"))
+    assert not await queue.enqueue(make_job("c", "9845000001"), lane="urgent")
+    assert await queue.enqueue(make_job("other", "9845000001"))
+    fetched = await _fetch(queue, limiter)
+    assert isinstance(fetched, Fetched)
+    recorder = Recorder(redis, keys, make_settings("unused", key_prefix))
+    assert await recorder.record(fetched.delivery, Record("deleted", "Deleted Successfully", 1))
+    # Once it has its terminal record, the same number may be queued again.
+    assert await queue.enqueue(make_job("c", "9845000001"))
+
+
+async def test_recording_is_idempotent_by_job_id(redis: Redis, key_prefix: str) -> None:
+    keys, queue, limiter = _parts(redis, key_prefix)
+    await queue.ensure_groups()
+    job = make_job("c", "9845000001", job_id="order-77")
+    await queue.enqueue(job)
+    fetched = await _fetch(queue, limiter)
+    assert isinstance(fetched, Fetched)
+    recorder = Recorder(redis, keys, make_settings("unused", key_prefix))
+    assert await recorder.record(
+        fetched.delivery, Record("dead", "No Record Found", 1, "no_record")
+    )
+    assert not await recorder.record(fetched.delivery, Record("deleted", "x", 2))
+    assert await redis.xlen(keys.results) == 1 and await redis.xlen(keys.dlq) == 1
+    assert await redis.hget(keys.job("order-77"), "outcome") == "dead"
+    assert await redis.hgetall(keys.stats) == {"dead": "1"}
+    assert 0 < await redis.ttl(keys.job("order-77")) <= 7 * 24 * 3600
+    assert (await queue.counts()).outstanding == 0
+
+
+async def test_a_retry_leaves_the_lane_and_comes_back_when_due(
+    redis: Redis, key_prefix: str
+) -> None:
+    keys, queue, limiter = _parts(redis, key_prefix)
+    await queue.ensure_groups()
+    await queue.enqueue(make_job("c", "9845000001"))
+    fetched = await _fetch(queue, limiter)
+    assert isinstance(fetched, Fetched) and fetched.delivery.job is not None
+    fields = {**fetched.delivery.fields, "attempts": "1"}
+    await queue.schedule_retry(fetched.delivery, fields, delay_s=0.3)
+    counts = await queue.counts()
+    assert (counts.queued, counts.in_flight, counts.delayed) == (0, 0, 1)
+
+    not_yet = await _fetch(queue, limiter)
+    assert isinstance(not_yet, Empty) and not_yet.next_due_ms is not None
+    await asyncio.sleep(0.35)
+    back = await _fetch(queue, limiter)
+    assert isinstance(back, Fetched)
+    assert back.delivery.job is not None and back.delivery.job.attempts == 1
+    assert back.delivery.job.id == fetched.delivery.job.id
+    assert await redis.zcard(keys.delayed) == 0
+
+
+async def test_jobs_of_a_silent_consumer_are_put_back_marked_possibly_sent(
+    redis: Redis, key_prefix: str
+) -> None:
+    keys, queue, limiter = _parts(redis, key_prefix)
+    await queue.ensure_groups()
+    await queue.enqueue(make_job("c", "9845000001"))
+    taken = await _fetch(queue, limiter, consumer="died")
+    assert isinstance(taken, Fetched)
+    assert await queue.reclaim("alive", min_idle_s=60) == 0
+    await asyncio.sleep(0.05)
+    assert await queue.reclaim("alive", min_idle_s=0.01) == 1
+    pending = await redis.xpending(keys.bulk, CONSUMER_GROUP)
+    assert pending["pending"] == 0
+    again = await _fetch(queue, limiter, consumer="alive")
+    assert isinstance(again, Fetched)
+    assert again.delivery.maybe_sent
+    assert again.delivery.job is not None and again.delivery.job.attempts == 1
+    assert (await queue.counts()).outstanding == 1
+
+
+async def test_a_late_or_paused_permit_is_refunded(redis: Redis, key_prefix: str) -> None:
+    keys, queue, limiter = _parts(redis, key_prefix)
+    await queue.ensure_groups()
+    await queue.enqueue(make_job("c", "9845000001"))
+    permit = await limiter.acquire()
+    stale = Permit(permit.id, permit.slot_us, permit.granted_at_us, time.monotonic())
+    await asyncio.sleep(0.05)
+    assert isinstance(await queue.fetch(stale, "c1", TOLERANCE_US), Late)
+    assert await redis.zscore(keys.limiter, permit.id) is None
+
+    await pause_account(redis, keys, "maintenance")
+    permit = await limiter.acquire()
+    paused = await queue.fetch(permit, "c1", TOLERANCE_US)
+    assert isinstance(paused, Paused) and "maintenance" in paused.reason
+    assert await redis.zscore(keys.limiter, permit.id) is None
+    assert await resume_account(redis, keys)
+    assert isinstance(await _fetch(queue, limiter), Fetched)
+
+
+async def test_a_malformed_entry_is_handed_out_as_such(redis: Redis, key_prefix: str) -> None:
+    keys, queue, limiter = _parts(redis, key_prefix)
+    await queue.ensure_groups()
+    await redis.xadd(keys.bulk, {"phone": "9845000001", "campaign": "c"})
+    fetched = await _fetch(queue, limiter)
+    assert isinstance(fetched, Fetched)
+    assert fetched.delivery.job is None and "version" in (fetched.delivery.malformed or "")
