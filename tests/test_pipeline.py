@@ -198,3 +198,25 @@ async def test_a_spent_token_budget_pauses_instead_of_calling_the_endpoint(
     done = await redis.xlen(keys.results)
     assert (await queue.counts()).outstanding == 40 - done
     assert await redis.xlen(keys.dlq) == 0
+
+
+async def test_tokens_are_replaced_before_they_expire_once_per_lifetime(
+    redis: Redis, redis_url: str, key_prefix: str, simulator_factory: Any
+) -> None:
+    # Tokens live 3 s of real time here; the run lasts about three of them.
+    sim: Simulator = await simulator_factory(**sim_config(token_ttl_s=90.0))
+    settings = make_settings(redis_url, key_prefix, base_url=sim.url, rate_limit=10)
+    keys = AccountKeys(key_prefix, "default")
+    await Queue(redis, keys).enqueue_many(make_job(CAMPAIGN, p) for p in DELETABLE[:40])
+    assert await drain(settings, redis) == {"default": AccountExit.EMPTY}
+
+    report = await sim.inspect()
+    refused = [r for r in report["requests"] if r["message"] in {"Token Expired", "Invalid Token"}]
+    assert refused == []
+    tokens = sorted(report["tokens"], key=lambda t: t["iat"])
+    assert len(tokens) >= 3
+    # Each was replaced late in its life, never early or twice: the JWT's
+    # whole-second exp can hide up to one second of it.
+    for older, newer in zip(tokens, tokens[1:], strict=False):
+        assert newer["iat"] - older["iat"] >= 0.8 * (older["exp"] - older["iat"]) - 1
+    assert {f["outcome"] for _, f in await redis.xrange(keys.results)} == {"deleted"}

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from worker.config import AccountSettings, Settings
 from worker.control import halt_account
 from worker.errors import AccountHalted, TokenUnavailable
+from worker.events import wait_event
 from worker.jobs import Job, unsendable_reason
 from worker.keys import AccountKeys
 from worker.limiter import Limiter, Permit
@@ -58,15 +59,6 @@ class AccountExit(StrEnum):
     STOPPED = "stopped"  # asked to stop
     EMPTY = "empty"  # --until-empty and nothing is left
     HALTED = "halted"  # a credential error halted the account
-
-
-async def wait_event(event: asyncio.Event, seconds: float) -> bool:
-    """Wait for ``event`` at most ``seconds``; True if it is set."""
-    if seconds > 0 and not event.is_set():
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await event.wait()
-    return event.is_set()
 
 
 def consumer_name() -> str:
@@ -123,14 +115,16 @@ class AccountWorker:
     async def run(self, until_empty: bool = False) -> AccountExit:
         await self.queue.ensure_groups()
         dispatch_over = asyncio.Event()
-        reclaimer = asyncio.create_task(self._reclaim_until(dispatch_over))
+        helpers = [asyncio.create_task(self._reclaim_until(dispatch_over))]
+        if self.tokens is not None:
+            helpers.append(asyncio.create_task(self.tokens.keep_fresh(dispatch_over)))
         try:
             return await self._dispatch(until_empty)
         finally:
             # Ended by an event, not by cancellation: a cancel that lands as a
             # Redis reply arrives can be swallowed, and the loop would go on.
             dispatch_over.set()
-            await reclaimer
+            await asyncio.gather(*helpers)
             await self._finish_in_flight()
 
     async def _dispatch(self, until_empty: bool) -> AccountExit:
@@ -158,6 +152,8 @@ class AccountWorker:
                         return AccountExit.EMPTY
                     await self.queue.wait_for_work(fetched)
                     continue
+                if token is not None and self.tokens is not None:
+                    token = await self.tokens.newest(token, fetched.token_generation)
                 held = _Held(fetched.delivery, permit, token, time.monotonic())
                 self._start_sending(held)
                 handed_over = True

@@ -49,6 +49,8 @@ class Delivery:
 @dataclass(frozen=True)
 class Fetched:
     delivery: Delivery
+    # The account's current token generation at the moment of the fetch.
+    token_generation: int
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ class Queue:
                 self._keys.limiter,
                 self._keys.paused,
                 self._keys.halted,
+                self._keys.token,
             ],
             args=[
                 CONSUMER_GROUP,
@@ -176,9 +179,9 @@ class Queue:
         )
         kind = reply[0]
         if kind == "job":
-            lane, entry_id, flat = reply[1], reply[2], reply[3:]
+            lane, entry_id, generation, flat = reply[1], reply[2], int(reply[3]), reply[4:]
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            return Fetched(_delivery(lane, entry_id, fields))
+            return Fetched(_delivery(lane, entry_id, fields), generation)
         if kind == "early":
             return Early(int(reply[1]) / 1_000_000)
         if kind == "late":

@@ -5,11 +5,16 @@
 -- KEYS[1]  urgent lane stream     KEYS[2]  bulk lane stream
 -- KEYS[3]  delayed retries zset   KEYS[4]  limiter slots zset
 -- KEYS[5]  paused flag            KEYS[6]  halted flag
+-- KEYS[7]  token hash (only its generation number is read)
 -- ARGV[1]  consumer group         ARGV[2]  consumer name
 -- ARGV[3]  permit id              ARGV[4]  the permit's slot, server µs
 -- ARGV[5]  lateness tolerated, µs ARGV[6]  most delayed jobs promoted per call
 -- Returns one of
---   {'job', lane, entry id, field, value, ...}   the permit is spent on it
+--   {'job', lane, entry id, token generation, field, value, ...}
+--                                                the permit is spent on it; the
+--                                                generation lets the caller notice a
+--                                                token replaced by another process
+--                                                while it slept, before sending
 --   {'early', µs to wait}                        too soon: sleep, call again
 --   {'late'}                                     permit refunded: too late to be safe
 --   {'paused', reason}                           permit refunded
@@ -59,7 +64,8 @@ for _, lane in ipairs(lanes) do
                          'STREAMS', lane[2], '>')
   if got then
     local entry = got[1][2][1]
-    local reply = {'job', lane[1], entry[1]}
+    local gen = redis.call('HGET', KEYS[7], 'gen') or '0'
+    local reply = {'job', lane[1], entry[1], gen}
     for _, v in ipairs(entry[2]) do reply[#reply + 1] = v end
     return reply
   end

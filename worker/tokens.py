@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from worker.config import AccountSettings, token_refresh_ahead_s
 from worker.control import halt_account
 from worker.errors import AccountHalted, TokenBudgetSpent, TokenUnavailable
+from worker.events import wait_event
 from worker.keys import AccountKeys
 from worker.logs import get_logger, register_secret
 from worker.lua import register
@@ -103,6 +104,44 @@ class TokenManager:
         return await self._refresh_if_current(token.generation if token else 0, wait=True) or (
             await self._must_load()
         )
+
+    async def keep_fresh(self, over: asyncio.Event) -> None:
+        """Replace the token ahead of its expiry, on a timer, until ``over``.
+
+        On a timer rather than on the request path: a request may wait for
+        its permit longer than the token has left, and must find a fresh one
+        when it wakes (see :meth:`newest`). Every process runs this; single
+        flight makes sure only one of them generates.
+        """
+        while not over.is_set():
+            try:
+                token = await self.current()
+                wait_s = token.refresh_at_mono - time.monotonic()
+                if wait_s <= 0:
+                    # Someone else holds the lock, or the budget is spent:
+                    # look again soon, but without spinning on Redis.
+                    wait_s = min(max((token.expires_mono - time.monotonic()) / 4, 0.05), 1.0)
+            except TokenUnavailable as exc:
+                wait_s = exc.retry_after_s
+            except AccountHalted:
+                return
+            except Exception as exc:  # noqa: BLE001 - keep refreshing through Redis blips
+                log.warning("token.keep_fresh_failed", account=self._account.name, error=exc)
+                wait_s = 1.0
+            await wait_event(over, min(wait_s, 60.0))
+
+    async def newest(self, token: Token, generation: int) -> Token:
+        """``token``, or the newer one if the store's ``generation`` is past it.
+
+        Generating a token invalidates the older ones, so a token taken before
+        a permit's sleep may be dead by its end: checked at fetch time, at no
+        extra cost unless it did change.
+        """
+        if generation <= token.generation:
+            return token
+        if self._cached is not None and self._cached.generation >= generation:
+            return self._cached
+        return await self._load() or token
 
     async def on_rejected(self, token: Token) -> None:
         """The vendor refused ``token``: replace it, unless someone already has."""
