@@ -4,6 +4,7 @@ results and dead letters, all real (our redis-server, the simulator over HTTP)."
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from typing import Any
 
@@ -217,6 +218,6 @@ async def test_tokens_are_replaced_before_they_expire_once_per_lifetime(
     assert len(tokens) >= 3
     # Each was replaced late in its life, never early or twice: the JWT's
     # whole-second exp can hide up to one second of it.
-    for older, newer in zip(tokens, tokens[1:], strict=False):
+    for older, newer in itertools.pairwise(tokens):
         assert newer["iat"] - older["iat"] >= 0.8 * (older["exp"] - older["iat"]) - 1
     assert {f["outcome"] for _, f in await redis.xrange(keys.results)} == {"deleted"}
