@@ -46,6 +46,11 @@ DEFAULT_RETRY_BASE_S = 2.0
 DEFAULT_RETRY_MAX_S = 300.0
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600
 DEFAULT_STREAM_MAXLEN = 1_000_000
+# HTTP ingestion: requests per second each producer key may make, and the
+# largest request body accepted.
+DEFAULT_PRODUCER_RATE_PER_S = 50.0
+DEFAULT_HTTP_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_HTTP_BIND = "127.0.0.1:8080"
 
 
 class Secret:
@@ -136,6 +141,10 @@ class Settings:
     accounts: Mapping[str, AccountSettings] = field(
         default_factory=lambda: {DEFAULT_ACCOUNT: AccountSettings()}
     )
+    # Bearer keys of the HTTP ingestion API, by producer name.
+    producer_keys: Mapping[str, Secret] = field(default_factory=dict)
+    producer_rate_per_s: float = DEFAULT_PRODUCER_RATE_PER_S
+    http_max_body_bytes: int = DEFAULT_HTTP_MAX_BODY_BYTES
 
     @property
     def redis_url_or_default(self) -> str:
@@ -170,6 +179,11 @@ class Settings:
             raise ConfigError("OZP_KEY_PREFIX must be non-empty without braces, colons or spaces")
         if not self.accounts:
             raise ConfigError("no account configured")
+        _positive("OZP_PRODUCER_RATE_PER_S", self.producer_rate_per_s)
+        _positive("OZP_HTTP_MAX_BODY_BYTES", self.http_max_body_bytes)
+        for name, key in self.producer_keys.items():
+            if not name or len(key.reveal()) < 16:
+                raise ConfigError(f"producer {name!r}: keys must be at least 16 characters")
         for account in self.accounts.values():
             _validate_account(account)
 
@@ -211,6 +225,8 @@ _GLOBAL_ENV: dict[str, tuple[str, type]] = {
     "OZP_RETRY_MAX_S": ("retry_max_s", float),
     "OZP_RESULT_TTL_S": ("result_ttl_s", int),
     "OZP_STREAM_MAXLEN": ("stream_maxlen", int),
+    "OZP_PRODUCER_RATE_PER_S": ("producer_rate_per_s", float),
+    "OZP_HTTP_MAX_BODY_BYTES": ("http_max_body_bytes", int),
 }
 # ... and for the account the environment describes.
 _ACCOUNT_ENV: dict[str, tuple[str, type]] = {
@@ -261,14 +277,30 @@ def _account_from_table(name: str, table: Mapping[str, Any]) -> AccountSettings:
     return AccountSettings(name=name, **values)
 
 
+def _producer_keys(table: Any, from_env: str) -> dict[str, Secret]:
+    """``[producers] name = "key"`` in TOML, or ``name:key,name:key`` in the environment."""
+    if not isinstance(table, dict):
+        raise ConfigError("OZP_CONFIG: [producers] must be a table of name = key")
+    keys = {str(name): Secret(str(key)) for name, key in table.items()}
+    for pair in filter(None, (p.strip() for p in from_env.split(","))):
+        name, sep, key = pair.partition(":")
+        if not sep:
+            raise ConfigError("OZP_PRODUCER_KEYS: expected name:key pairs separated by commas")
+        keys[name.strip()] = Secret(key.strip())
+    return keys
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build and validate the settings; raise :class:`ConfigError` with one line."""
     env = os.environ if environ is None else environ
     document = _read_toml(env["OZP_CONFIG"]) if env.get("OZP_CONFIG") else {}
 
     global_values: dict[str, Any] = {}
+    producers = _producer_keys(document.get("producers", {}), env.get("OZP_PRODUCER_KEYS", ""))
+    if producers:
+        global_values["producer_keys"] = producers
     for key, raw in document.items():
-        if key == "accounts":
+        if key in ("accounts", "producers"):
             continue
         if key not in _GLOBAL_FIELDS:
             raise ConfigError(f"OZP_CONFIG: unknown setting {key!r}")
