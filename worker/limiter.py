@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from worker.config import AccountSettings
+from worker.connection import restart_watch
 from worker.keys import AccountKeys
-from worker.lua import register
+from worker.lua import register, script_source
 
 MICROS = 1_000_000
 
@@ -55,6 +56,18 @@ class Limiter:
         self._cool_down = register(redis, "limiter_cool_down")
         self._ids = itertools.count()
         self._tag = secrets.token_hex(4)
+        watch = restart_watch(redis)
+        if watch is not None:
+            # A restarted Redis may have lost the last second of grants: hold
+            # everything back for a window rather than risk granting them twice.
+            watch.on_restart(
+                f"cool-down {keys.cooldown}",
+                "EVAL",
+                script_source("limiter_cool_down"),
+                1,
+                keys.cooldown,
+                round(account.rate_window_s * MICROS),
+            )
 
     @property
     def lateness_tolerance_us(self) -> int:

@@ -21,11 +21,15 @@ import random
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 import aiohttp
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.config import AccountSettings, Settings
 from worker.control import halt_account
@@ -53,6 +57,11 @@ log = get_logger(__name__)
 
 # How often a paused or halted account looks again.
 PAUSED_POLL_S = 1.0
+# Waits between attempts while Redis cannot be reached.
+REDIS_OUTAGE_WAIT_S = 0.1
+REDIS_OUTAGE_WAIT_MAX_S = 5.0
+
+T = TypeVar("T")
 
 
 class AccountExit(StrEnum):
@@ -129,6 +138,7 @@ class AccountWorker:
 
     async def _dispatch(self, until_empty: bool) -> AccountExit:
         paused_reason: str | None = None
+        outage_wait = REDIS_OUTAGE_WAIT_S
         while not self._stopping.is_set():
             await self._slots.acquire()
             handed_over = False
@@ -157,6 +167,7 @@ class AccountWorker:
                 held = _Held(fetched.delivery, permit, token, time.monotonic())
                 self._start_sending(held)
                 handed_over = True
+                outage_wait = REDIS_OUTAGE_WAIT_S
             except TokenUnavailable as exc:
                 self._log.warning("token.unavailable", why=str(exc), retry_in_s=exc.retry_after_s)
                 await self._sleep(exc.retry_after_s)
@@ -165,6 +176,12 @@ class AccountWorker:
                 if until_empty:
                     return AccountExit.HALTED
                 await self._sleep(PAUSED_POLL_S)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # Redis is restarting or unreachable: wait, then carry on.
+                # Nothing is lost: a held job stays in its lane's pending list.
+                self._log.warning("redis.unavailable", error=exc, retry_in_s=outage_wait)
+                await self._sleep(outage_wait)
+                outage_wait = min(outage_wait * 2, REDIS_OUTAGE_WAIT_MAX_S)
             finally:
                 if not handed_over:
                     self._slots.release()
@@ -297,10 +314,10 @@ class AccountWorker:
             fields["sent"] = "1"
         if job.enqueued_ms is not None:
             fields["enqueued"] = str(job.enqueued_ms)
-        await self.queue.schedule_retry(held.delivery, fields, delay_s)
+        await self._durably(lambda: self.queue.schedule_retry(held.delivery, fields, delay_s))
 
     async def _finish(self, held: _Held, record: Record) -> None:
-        recorded = await self.recorder.record(held.delivery, record)
+        recorded = await self._durably(lambda: self.recorder.record(held.delivery, record))
         fields = held.delivery.fields
         self._log.info(
             "job.finished",
@@ -312,6 +329,26 @@ class AccountWorker:
             phone=fields.get("phone", ""),
             duplicate_delivery=not recorded,
         )
+
+    async def _durably(self, write: Callable[[], Awaitable[T]]) -> T:
+        """Retry a write that settles a job through a Redis outage.
+
+        The vendor's answer is known only here; losing it would cost another
+        request later (the job would be reclaimed and sent again). Past half
+        the visibility timeout another process may take the job over, so we
+        give up then and let that happen.
+        """
+        deadline = time.monotonic() + self._settings.visibility_timeout_s / 2
+        delay = 0.05
+        while True:
+            try:
+                return await write()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                self._log.warning("redis.write_retry", error=exc, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _reclaim_until(self, over: asyncio.Event) -> None:
         interval = max(self._settings.visibility_timeout_s / 4, 0.5)

@@ -16,7 +16,8 @@
 --                                                token replaced by another process
 --                                                while it slept, before sending
 --   {'early', µs to wait}                        too soon: sleep, call again
---   {'late'}                                     permit refunded: too late to be safe
+--   {'late'}                                     permit refunded: too late to be safe,
+--                                                or no longer in the limiter
 --   {'paused', reason}                           permit refunded
 --   {'empty', urgent last id, bulk last id, next due ms or -1}   permit refunded
 --
@@ -26,6 +27,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local slot = tonumber(ARGV[4])
 if now < slot then return {'early', slot - now} end
+-- A permit the limiter no longer holds was granted from state Redis has
+-- since lost (a restart): the grants after it did not count it. Never use it.
+if not redis.call('ZSCORE', KEYS[4], ARGV[3]) then return {'late'} end
 if now - slot > tonumber(ARGV[5]) then
   redis.call('ZREM', KEYS[4], ARGV[3])
   return {'late'}
