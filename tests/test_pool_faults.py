@@ -15,7 +15,7 @@ from worker.jobs import make_job
 from worker.keys import AccountKeys
 from worker.limiter import Limiter
 from worker.pool import AccountExit, backoff_s, run_pool
-from worker.queue import Fetched, Queue
+from worker.queue import Fetched, Queue, RetryShare
 
 PHONES = [f"98450{i:05d}" for i in range(30)]
 
@@ -76,7 +76,9 @@ async def test_after_an_ambiguous_attempt_no_record_found_means_already_deleted(
     # A process takes the first job and dies mid-request: its record may be gone.
     limiter = Limiter(redis, keys, settings.account())
     permit = await limiter.acquire()
-    taken = await queue.fetch(permit, "died", limiter.lateness_tolerance_us)
+    taken = await queue.fetch(
+        permit, "died", limiter.lateness_tolerance_us, RetryShare(10, 60_000_000)
+    )
     assert isinstance(taken, Fetched)
     await asyncio.sleep(0.05)
     assert await queue.reclaim("alive", min_idle_s=0.01) == 1

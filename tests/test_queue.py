@@ -12,10 +12,11 @@ from worker.control import pause_account, resume_account
 from worker.jobs import make_job
 from worker.keys import CONSUMER_GROUP, AccountKeys
 from worker.limiter import Limiter, Permit
-from worker.queue import Empty, Fetched, Late, Paused, Queue
+from worker.queue import Empty, Fetched, Late, Paused, Queue, RetryShare
 from worker.results import Record, Recorder
 
 TOLERANCE_US = 10_000
+SHARE = RetryShare(per_window=1000, window_us=60_000_000)
 
 
 def _parts(redis: Redis, prefix: str) -> tuple[AccountKeys, Queue, Limiter]:
@@ -24,10 +25,12 @@ def _parts(redis: Redis, prefix: str) -> tuple[AccountKeys, Queue, Limiter]:
     return keys, Queue(redis, keys), Limiter(redis, keys, settings.account())
 
 
-async def _fetch(queue: Queue, limiter: Limiter, consumer: str = "c1") -> object:
+async def _fetch(
+    queue: Queue, limiter: Limiter, consumer: str = "c1", share: RetryShare = SHARE
+) -> object:
     permit = await limiter.acquire()
     await limiter.wait_for(permit)
-    return await queue.fetch(permit, consumer, TOLERANCE_US)
+    return await queue.fetch(permit, consumer, TOLERANCE_US, share)
 
 
 async def test_an_urgent_job_is_handed_out_before_a_bulk_backlog(
@@ -130,12 +133,12 @@ async def test_a_late_or_paused_permit_is_refunded(redis: Redis, key_prefix: str
     permit = await limiter.acquire()
     stale = Permit(permit.id, permit.slot_us, permit.granted_at_us, time.monotonic())
     await asyncio.sleep(0.05)
-    assert isinstance(await queue.fetch(stale, "c1", TOLERANCE_US), Late)
+    assert isinstance(await queue.fetch(stale, "c1", TOLERANCE_US, SHARE), Late)
     assert await redis.zscore(keys.limiter, permit.id) is None
 
     await pause_account(redis, keys, "maintenance")
     permit = await limiter.acquire()
-    paused = await queue.fetch(permit, "c1", TOLERANCE_US)
+    paused = await queue.fetch(permit, "c1", TOLERANCE_US, SHARE)
     assert isinstance(paused, Paused) and "maintenance" in paused.reason
     assert await redis.zscore(keys.limiter, permit.id) is None
     assert await resume_account(redis, keys)
@@ -149,3 +152,25 @@ async def test_a_malformed_entry_is_handed_out_as_such(redis: Redis, key_prefix:
     fetched = await _fetch(queue, limiter)
     assert isinstance(fetched, Fetched)
     assert fetched.delivery.job is None and "version" in (fetched.delivery.malformed or "")
+
+
+async def test_retries_take_only_their_share_while_fresh_work_waits(
+    redis: Redis, key_prefix: str
+) -> None:
+    _, queue, limiter = _parts(redis, key_prefix)
+    await queue.ensure_groups()
+    await queue.enqueue_many(make_job("c", f"98450{i:05d}") for i in range(5))
+    failed = [await _fetch(queue, limiter) for _ in range(5)]
+    for fetched in failed:
+        assert isinstance(fetched, Fetched)
+        await queue.schedule_retry(fetched.delivery, dict(fetched.delivery.fields), delay_s=0)
+    await queue.enqueue_many(make_job("c", f"98451{i:05d}") for i in range(10))
+
+    share = RetryShare(per_window=2, window_us=60_000_000)
+    lanes = []
+    for _ in range(15):
+        fetched = await _fetch(queue, limiter, share=share)
+        assert isinstance(fetched, Fetched)
+        lanes.append(fetched.delivery.lane)
+    # Two retries within their share, then fresh work first, then the rest.
+    assert lanes == ["retry"] * 2 + ["bulk"] * 10 + ["retry"] * 3

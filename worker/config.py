@@ -46,6 +46,9 @@ DEFAULT_RETRY_BASE_S = 2.0
 DEFAULT_RETRY_MAX_S = 300.0
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600
 DEFAULT_STREAM_MAXLEN = 1_000_000
+# Share of the allowance that retries and replays may take while fresh work
+# waits, so a flood of failures cannot starve new work.
+DEFAULT_RETRY_SHARE = 0.1
 # HTTP ingestion: requests per second each producer key may make, and the
 # largest request body accepted.
 DEFAULT_PRODUCER_RATE_PER_S = 50.0
@@ -138,6 +141,7 @@ class Settings:
     retry_max_s: float = DEFAULT_RETRY_MAX_S
     result_ttl_s: int = DEFAULT_RESULT_TTL_S
     stream_maxlen: int = DEFAULT_STREAM_MAXLEN
+    retry_share: float = DEFAULT_RETRY_SHARE
     accounts: Mapping[str, AccountSettings] = field(
         default_factory=lambda: {DEFAULT_ACCOUNT: AccountSettings()}
     )
@@ -179,6 +183,8 @@ class Settings:
             raise ConfigError("OZP_KEY_PREFIX must be non-empty without braces, colons or spaces")
         if not self.accounts:
             raise ConfigError("no account configured")
+        if not 0 < self.retry_share <= 1:
+            raise ConfigError("OZP_RETRY_SHARE must be above 0 and at most 1")
         _positive("OZP_PRODUCER_RATE_PER_S", self.producer_rate_per_s)
         _positive("OZP_HTTP_MAX_BODY_BYTES", self.http_max_body_bytes)
         for name, key in self.producer_keys.items():
@@ -225,6 +231,7 @@ _GLOBAL_ENV: dict[str, tuple[str, type]] = {
     "OZP_RETRY_MAX_S": ("retry_max_s", float),
     "OZP_RESULT_TTL_S": ("result_ttl_s", int),
     "OZP_STREAM_MAXLEN": ("stream_maxlen", int),
+    "OZP_RETRY_SHARE": ("retry_share", float),
     "OZP_PRODUCER_RATE_PER_S": ("producer_rate_per_s", float),
     "OZP_HTTP_MAX_BODY_BYTES": ("http_max_body_bytes", int),
 }

@@ -9,8 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Lane = Literal["urgent", "bulk"]
-LANES: tuple[Lane, ...] = ("urgent", "bulk")
+Lane = Literal["urgent", "bulk", "retry"]
+# Producers queue on urgent or bulk; retries and dead-letter replays run on
+# their own lane, so that their share of the allowance can be capped.
+PRODUCER_LANES: tuple[Lane, ...] = ("urgent", "bulk")
+RETRY_LANE: Lane = "retry"
+# Every lane that holds jobs, in the order fetch looks at them.
+LANES: tuple[Lane, ...] = ("urgent", "retry", "bulk")
 
 # The consumer group every worker process joins, on both lanes.
 CONSUMER_GROUP = "workers"
@@ -40,6 +45,15 @@ class AccountKeys:
     @property
     def bulk(self) -> str:
         return self.lane("bulk")
+
+    @property
+    def retry(self) -> str:
+        return self.lane("retry")
+
+    @property
+    def retry_grants(self) -> str:
+        """Sorted set of permits spent on the retry lane (server µs): its share."""
+        return f"{self._base}:limiter:retries"
 
     @property
     def delayed(self) -> str:

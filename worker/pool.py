@@ -49,7 +49,7 @@ from worker.outcomes import (
     transport_failure,
 )
 from worker.ozonetel import OzonetelClient, TransportFailure, create_session
-from worker.queue import Delivery, Early, Empty, Fetched, Late, Paused, Queue
+from worker.queue import Delivery, Early, Empty, Fetched, Late, Paused, Queue, RetryShare
 from worker.results import Record, Recorder
 from worker.tokens import Token, TokenManager
 
@@ -112,11 +112,15 @@ class AccountWorker:
         client = OzonetelClient(session, account)
         self._client = client
         self.tokens = (
-            TokenManager(redis, self.keys, account, client, settings.request_timeout_s + 5.0)
+            TokenManager(redis, self.keys, account, client, settings.request_timeout_s)
             if account.auth_mode == "token"
             else None
         )
         self._slots = asyncio.Semaphore(settings.concurrency)
+        self._retry_share = RetryShare(
+            per_window=max(1, int(settings.retry_share * account.rate_limit)),
+            window_us=round((account.rate_window_s + account.rate_margin_s) * 1_000_000),
+        )
         self._sending: set[asyncio.Task[None]] = set()
         self._log = log.bind(account=account.name)
         register_secret(account.api_key.reveal())
@@ -197,7 +201,7 @@ class AccountWorker:
                 await self.limiter.refund(permit)
                 return None
             result = await self.queue.fetch(
-                permit, self._consumer, self.limiter.lateness_tolerance_us
+                permit, self._consumer, self.limiter.lateness_tolerance_us, self._retry_share
             )
             if isinstance(result, Early):
                 # Our clock ran ahead of Redis's by a hair: wait out the difference.

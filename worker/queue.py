@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -70,7 +71,7 @@ class Paused:
 
 @dataclass(frozen=True)
 class Empty:
-    last_ids: tuple[str, str]
+    last_ids: tuple[str, str, str]  # of urgent, retry, bulk
     next_due_ms: int | None
 
 
@@ -84,11 +85,20 @@ class EnqueueResult:
 
 
 @dataclass(frozen=True)
+class RetryShare:
+    """At most ``per_window`` permits per ``window_us`` go to retries while
+    fresh work waits."""
+
+    per_window: int
+    window_us: int
+
+
+@dataclass(frozen=True)
 class QueueCounts:
     urgent: int
     bulk: int
     in_flight: int
-    delayed: int
+    delayed: int  # waiting for their retry time, or for their share of permits
 
     @property
     def queued(self) -> int:
@@ -156,14 +166,18 @@ class Queue:
         for job, entry_id in zip(batch, entry_ids, strict=True):
             (result.queued if entry_id else result.duplicates).append(job.id)
 
-    async def fetch(self, permit: Permit, consumer: str, lateness_us: int) -> FetchResult:
+    async def fetch(
+        self, permit: Permit, consumer: str, lateness_us: int, retry_share: RetryShare
+    ) -> FetchResult:
         """Spend ``permit`` on the next job, or refund it and say why not."""
         reply = await self._fetch(
             keys=[
                 self._keys.urgent,
+                self._keys.retry,
                 self._keys.bulk,
                 self._keys.delayed,
                 self._keys.limiter,
+                self._keys.retry_grants,
                 self._keys.paused,
                 self._keys.halted,
                 self._keys.token,
@@ -175,6 +189,8 @@ class Queue:
                 permit.slot_us,
                 lateness_us,
                 PROMOTE_PER_FETCH,
+                retry_share.per_window,
+                retry_share.window_us,
             ],
         )
         kind = reply[0]
@@ -188,8 +204,9 @@ class Queue:
             return Late()
         if kind == "paused":
             return Paused(str(reply[1]))
-        next_due = int(reply[3])
-        return Empty((str(reply[1]), str(reply[2])), next_due if next_due >= 0 else None)
+        next_due = int(reply[4])
+        last_ids = (str(reply[1]), str(reply[2]), str(reply[3]))
+        return Empty(last_ids, next_due if next_due >= 0 else None)
 
     async def wait_for_work(self, empty: Empty, max_wait_s: float = IDLE_WAIT_MAX_S) -> None:
         """Block until a new entry arrives on a lane, a retry is due, or the cap passes."""
@@ -200,20 +217,20 @@ class Queue:
             wait_s = min(wait_s, max(empty.next_due_ms - now_ms, 0) / 1000)
         if wait_s <= 0:
             return
-        await self._redis.xread(
-            {self._keys.urgent: empty.last_ids[0], self._keys.bulk: empty.last_ids[1]},
-            count=1,
-            block=max(round(wait_s * 1000), 1),
+        streams: dict[Any, Any] = dict(
+            zip((self._keys.lane(lane) for lane in LANES), empty.last_ids, strict=True)
         )
+        await self._redis.xread(streams, count=1, block=max(round(wait_s * 1000), 1))
 
     async def schedule_retry(
         self, delivery: Delivery, fields: dict[str, str], delay_s: float
     ) -> None:
-        """Move the job off its lane into the delayed set, due after ``delay_s``."""
+        """Move the job off its lane into the delayed set, due after ``delay_s``.
+
+        When due, it joins the retry lane, whatever lane it came from.
+        """
         job_id = fields.get("id", delivery.entry_id)
-        member = json.dumps(
-            {"lane": delivery.lane, "job": job_id, "fields": fields}, sort_keys=True
-        )
+        member = json.dumps({"job": job_id, "fields": fields}, sort_keys=True)
         await self._retry(
             keys=[self._keys.lane(delivery.lane), self._keys.delayed],
             args=[CONSUMER_GROUP, delivery.entry_id, max(round(delay_s * 1000), 0), member],
@@ -238,13 +255,13 @@ class Queue:
                 pipe.xpending(self._keys.lane(lane), CONSUMER_GROUP)
             pipe.zcard(self._keys.delayed)
             replies = await pipe.execute(raise_on_error=False)
-        lengths = [replies[0], replies[2]]
-        held = [_pending_count(replies[1]), _pending_count(replies[3])]
+        held = {lane: _pending_count(replies[2 * i + 1]) for i, lane in enumerate(LANES)}
+        waiting = {lane: max(int(replies[2 * i]) - held[lane], 0) for i, lane in enumerate(LANES)}
         return QueueCounts(
-            urgent=max(int(lengths[0]) - held[0], 0),
-            bulk=max(int(lengths[1]) - held[1], 0),
-            in_flight=held[0] + held[1],
-            delayed=int(replies[4]),
+            urgent=waiting["urgent"],
+            bulk=waiting["bulk"],
+            in_flight=sum(held.values()),
+            delayed=int(replies[-1]) + waiting["retry"],
         )
 
 

@@ -40,6 +40,8 @@ GENERATION_BACKOFF_S = 5.0
 GENERATION_BACKOFF_MAX_S = 300.0
 # How often a waiter looks for the token another process is generating.
 WAIT_POLL_S = 0.05
+# The refresh lock outlives one request to the token endpoint by this much.
+LOCK_SLACK_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -74,13 +76,13 @@ class TokenManager:
         keys: AccountKeys,
         account: AccountSettings,
         client: OzonetelClient,
-        lock_ttl_s: float,
+        request_timeout_s: float,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._account = account
         self._client = client
-        self._lock_ttl_ms = round(lock_ttl_s * 1000)
+        self._lock_ttl_ms = round((request_timeout_s + LOCK_SLACK_S) * 1000)
         self._owner = secrets.token_hex(8)
         self._cached: Token | None = None
         self._failures = 0
@@ -142,6 +144,18 @@ class TokenManager:
         if self._cached is not None and self._cached.generation >= generation:
             return self._cached
         return await self._load() or token
+
+    async def force_refresh(self) -> Token:
+        """Generate a new token now (the operator's ``token refresh``), single flight.
+
+        Charged to the budget like any generation. If another process replaces
+        the token while we wait for the lock, that newer token is the answer:
+        the vendor keeps one valid token, so a second generation would only
+        invalidate the first.
+        """
+        generation = int(await self._redis.hget(self._keys.token, "gen") or 0)
+        self._cached = None
+        return await self._refresh_if_current(generation, wait=True) or await self._must_load()
 
     async def on_rejected(self, token: Token) -> None:
         """The vendor refused ``token``: replace it, unless someone already has."""

@@ -1,0 +1,35 @@
+"""The command line, ``ozonetel-purge`` (also ``python -m worker``).
+
+Thin, as arq's: each command parses its options, calls the library and
+prints. Commands live in small modules by concern; this module is the table
+of contents, registering them in the order ``--help`` lists them.
+"""
+
+from __future__ import annotations
+
+from worker.cli import dlq, queueing, running, simulate, token, watching
+from worker.cli.app import (
+    EXIT_FAILED,
+    EXIT_HALTED,
+    EXIT_NO_REDIS,
+    EXIT_OK,
+    EXIT_USAGE,
+    app,
+)
+
+__all__ = ["EXIT_FAILED", "EXIT_HALTED", "EXIT_NO_REDIS", "EXIT_OK", "EXIT_USAGE", "app", "main"]
+
+app.command()(running.run)
+app.command()(queueing.enqueue)
+app.command("import")(queueing.import_file)
+app.command()(watching.status)
+app.command()(watching.results)
+app.add_typer(dlq.dlq_app, name="dlq")
+app.add_typer(token.token_app, name="token")
+app.command()(running.pause)
+app.command()(running.resume)
+app.command()(simulate.simulate)
+
+
+def main() -> None:
+    app(prog_name="ozonetel-purge")

@@ -1,0 +1,103 @@
+"""``run``, ``pause`` and ``resume``: the worker pool and its switches."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from worker import control
+from worker.cli.app import (
+    EXIT_HALTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    AccountOption,
+    account_keys,
+    connected,
+    err,
+    execute,
+    fail,
+    out,
+    stop_on_signals,
+)
+from worker.config import Settings
+from worker.pool import AccountExit, run_pool
+
+
+def run(
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Requests in flight per account in this process (OZP_CONCURRENCY)."
+        ),
+    ] = None,
+    until_empty: Annotated[
+        bool, typer.Option(help="Stop once every account has nothing queued, delayed or in flight.")
+    ] = False,
+    account: Annotated[
+        list[str] | None,
+        typer.Option("--account", "-a", help="Work only this account (repeatable). Default: all."),
+    ] = None,
+    http: Annotated[
+        str | None, typer.Option(metavar="HOST:PORT", help="Ops and ingestion server (not yet).")
+    ] = None,
+) -> None:
+    """Run the worker pool: send the queued deletions at the allowed rate until stopped.
+
+    Safe to run on many hosts at once: the rate limit, the token and the queues
+    are shared through Redis. SIGTERM or Ctrl-C stops fetching, lets requests in
+    flight finish, and leaves anything unfinished for another worker. Exits 4 if
+    an account was halted by a credential error (its backlog stays queued).
+    """
+    if http is not None:
+        fail(EXIT_USAGE, "--http is not available yet in this version")
+
+    async def work(settings: Settings) -> int:
+        if concurrency is not None:
+            settings = settings.with_overrides(concurrency=concurrency)
+        stopping = stop_on_signals()
+        async with connected(settings) as redis:
+            exits = await run_pool(
+                settings, redis, stopping, until_empty=until_empty, accounts=account or None
+            )
+        halted = sorted(name for name, why in exits.items() if why is AccountExit.HALTED)
+        if halted:
+            err.print(
+                f"halted: {', '.join(halted)}; see `ozonetel-purge status`, fix the "
+                "credentials, then `ozonetel-purge resume`",
+                markup=False,
+            )
+            return EXIT_HALTED
+        return EXIT_OK
+
+    execute(work)
+
+
+def pause(
+    account: AccountOption = None,
+    reason: Annotated[str, typer.Option(help="Shown in `status`.")] = "paused by an operator",
+) -> None:
+    """Stop sending for an account, on every worker, until `resume`. Jobs stay queued."""
+
+    async def work(settings: Settings) -> int:
+        keys = account_keys(settings, account)
+        async with connected(settings) as redis:
+            await control.pause_account(redis, keys, reason)
+        out.print(f"paused {keys.account}: {reason}", markup=False)
+        return EXIT_OK
+
+    execute(work)
+
+
+def resume(account: AccountOption = None) -> None:
+    """Restart sending for an account: clears a pause and a credential halt."""
+
+    async def work(settings: Settings) -> int:
+        keys = account_keys(settings, account)
+        async with connected(settings) as redis:
+            cleared = await control.resume_account(redis, keys)
+        message = "resumed" if cleared else "was not paused or halted"
+        out.print(f"{keys.account}: {message}", markup=False)
+        return EXIT_OK
+
+    execute(work)
