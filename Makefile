@@ -20,7 +20,8 @@ test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check worker tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -32,6 +32,15 @@ def simulate(
     auth_mode: Annotated[
         Literal["token", "apikey"], typer.Option(help="How the account authenticates.")
     ] = "token",
+    rate_limit: Annotated[
+        int, typer.Option(min=1, help="Requests allowed per vendor minute and API key.")
+    ] = 100,
+    token_ttl_s: Annotated[
+        float, typer.Option(min=0.001, help="Token life, vendor seconds.")
+    ] = 3600.0,
+    token_budget: Annotated[
+        int, typer.Option(min=1, help="Token generations allowed per vendor hour.")
+    ] = 10,
 ) -> None:
     """Serve a faithful Ozonetel simulator (for demos and tests) until Ctrl-C.
 
@@ -54,6 +63,9 @@ def simulate(
             "hang_rate": hang_rate,
             "hang_s": hang_s,
             "seed": seed,
+            "rate_limit": rate_limit,
+            "token_ttl_s": token_ttl_s,
+            "token_budget": token_budget,
         }
         name, key = (user, api_key) if user and api_key else (DEMO_USER, DEMO_API_KEY)
         spec = simulator.AccountSpec(key, auth_mode)

@@ -1,0 +1,156 @@
+"""Real worker processes (``python -m worker run``) for the distributed tests.
+
+Each process gets its own environment (the test's Redis, key prefix and
+simulator), writes its JSON logs to a file of its own, and may be started
+under a wrapper such as ``faketime`` to give it a host clock of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The vendor's 100 per 60 s, compressed twenty-fold; the margin is 1 % of it.
+FLEET_LIMIT = 30
+FLEET_WINDOW_S = 3.0
+FLEET_MARGIN_S = 0.03
+FLEET_TIME_SCALE = 60.0 / FLEET_WINDOW_S  # the simulator: its minute lasts one window
+
+
+def worker_env(redis_url: str, prefix: str, sim_url: str, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OZP_", "OZONETEL_"))}
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "OZP_KEY_PREFIX": prefix,
+            "OZONETEL_BASE_URL": sim_url,
+            "OZONETEL_API_KEY": "demo-key",
+            "OZONETEL_USERNAME": "demo",
+            "OZP_RATE_LIMIT": str(FLEET_LIMIT),
+            "OZP_RATE_WINDOW_S": str(FLEET_WINDOW_S),
+            "OZP_RATE_MARGIN_S": str(FLEET_MARGIN_S),
+            "OZP_CONCURRENCY": "4",
+            "OZP_REQUEST_TIMEOUT_S": "2",
+            "OZP_VISIBILITY_TIMEOUT_S": "5",
+            "OZP_RETRY_BASE_S": "0.1",
+            "OZP_RETRY_MAX_S": "1",
+            "OZP_TOKEN_BUDGET_WINDOW_S": str(3600 / FLEET_TIME_SCALE),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Fleet:
+    """Worker processes, started and reaped by the test."""
+
+    env: dict[str, str]
+    log_dir: Path
+    processes: list[asyncio.subprocess.Process] = field(default_factory=list)
+
+    async def start(
+        self, count: int = 1, args: Sequence[str] = ("--until-empty",), wrapper: Sequence[str] = ()
+    ) -> list[asyncio.subprocess.Process]:
+        started = []
+        for _ in range(count):
+            index = len(self.processes)
+            log = (self.log_dir / f"worker-{index}.log").open("wb")
+            process = await asyncio.create_subprocess_exec(
+                *wrapper,
+                sys.executable,
+                "-m",
+                "worker",
+                "run",
+                *args,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
+            log.close()
+            self.processes.append(process)
+            started.append(process)
+        return started
+
+    async def wait(self, timeout_s: float) -> list[int]:
+        """Exit codes of every process, once all have ended."""
+        async with asyncio.timeout(timeout_s):
+            return [await process.wait() for process in self.processes]
+
+    def kill(self, process: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
+        if process.returncode is None:
+            process.send_signal(sig)
+
+    async def stop_all(self) -> None:
+        for process in self.processes:
+            self.kill(process)
+        for process in self.processes:
+            await process.wait()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
+
+
+def max_in_window(times: Sequence[float], window_s: float) -> int:
+    """The most arrivals in any half-open window (t - window, t]."""
+    ordered = sorted(times)
+    best, start = 0, 0
+    for end, moment in enumerate(ordered):
+        while ordered[start] <= moment - window_s:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def utilization(times: Sequence[float], limit: int, window_s: float) -> float:
+    """How closely arrivals follow the limit while work is queued: 1.0 at best.
+
+    The limit lets arrival i + limit come one window after arrival i, and no
+    sooner; the mean of those gaps, against the window, is the share of the
+    allowance used. Bursts of any shape score alike, so this measures the
+    pacing, not how fast one burst leaves.
+    """
+    ordered = sorted(times)
+    gaps = [ordered[i + limit] - ordered[i] for i in range(len(ordered) - limit)]
+    return window_s / (sum(gaps) / len(gaps))
+
+
+@dataclass
+class SimProcess:
+    """The simulator as a process of its own, timing arrivals on its own loop."""
+
+    process: asyncio.subprocess.Process
+    url: str
+
+    @classmethod
+    async def start(cls, campaigns_file: Path, *options: str) -> SimProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "worker",
+            "simulate",
+            "--port",
+            "0",
+            "--campaigns",
+            str(campaigns_file),
+            *options,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert process.stdout is not None
+        async with asyncio.timeout(20):
+            line = (await process.stdout.readline()).decode()
+        url = line.strip().rsplit(" ", 1)[-1]
+        assert url.startswith("http://127.0.0.1:"), line
+        return cls(process, url)
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.terminate()
+            await self.process.wait()
