@@ -8,17 +8,21 @@ under a wrapper such as ``faketime`` to give it a host clock of its own.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-# The vendor's 100 per 60 s, compressed twenty-fold; the margin is 1 % of it.
-FLEET_LIMIT = 30
-FLEET_WINDOW_S = 3.0
-FLEET_MARGIN_S = 0.03
+import aiohttp
+
+# The vendor's 100 per 60 s, compressed: 40 per 4 s; the margin is 1 % of it.
+FLEET_LIMIT = 40
+FLEET_WINDOW_S = 4.0
+FLEET_MARGIN_S = 0.04
 FLEET_TIME_SCALE = 60.0 / FLEET_WINDOW_S  # the simulator: its minute lasts one window
 
 
@@ -154,3 +158,22 @@ class SimProcess:
         if self.process.returncode is None:
             self.process.terminate()
             await self.process.wait()
+
+
+async def sim_report(url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/_sim/requests") as r:
+        return dict(await r.json())
+
+
+async def sim_post(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/_sim/{path}", json=body or {}) as response,
+    ):
+        assert response.status == 200, await response.text()
+        return dict(await response.json())
+
+
+def write_campaigns(path: Path, campaigns: dict[str, Sequence[str]]) -> Path:
+    path.write_text(json.dumps({name: list(numbers) for name, numbers in campaigns.items()}))
+    return path

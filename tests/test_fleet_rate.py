@@ -32,7 +32,7 @@ from worker.queue import Queue
 
 pytestmark = pytest.mark.slow
 
-PHONES = [f"98450{i:05d}" for i in range(240)]
+PHONES = [f"98450{i:05d}" for i in range(320)]
 
 
 @pytest.fixture

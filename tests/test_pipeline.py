@@ -185,8 +185,10 @@ async def test_a_spent_token_budget_pauses_instead_of_calling_the_endpoint(
     await eventually(lambda: _at_least(redis, keys.results, 5))
     await sim.control("tokens/expire")
     await eventually(lambda: redis.exists(keys.token_wait))
-    requests_when_paused = len((await sim.inspect())["requests"])
+    # Requests already on their way when the budget was found spent may land.
     await asyncio.sleep(0.5)
+    requests_when_paused = len((await sim.inspect())["requests"])
+    await asyncio.sleep(1.0)
     stopping.set()
     assert await asyncio.wait_for(run, 10) == {"default": AccountExit.STOPPED}
 
@@ -213,9 +215,12 @@ async def test_tokens_are_replaced_before_they_expire_once_per_lifetime(
 
     report = await sim.inspect()
     refused = [r for r in report["requests"] if r["message"] in {"Token Expired", "Invalid Token"}]
-    assert refused == []
     tokens = sorted(report["tokens"], key=lambda t: t["iat"])
     assert len(tokens) >= 3
+    # A new token invalidates the old at once: a request already on its way
+    # with the old one may be refused (and retried, not counted), but at most
+    # the requests in flight at each replacement, never a storm.
+    assert len(refused) <= (len(tokens) - 1) * settings.concurrency
     # Each was replaced late in its life, never early or twice: the JWT's
     # whole-second exp can hide up to one second of it.
     for older, newer in itertools.pairwise(tokens):

@@ -133,6 +133,13 @@ class AccountWorker:
             helpers.append(asyncio.create_task(self.tokens.keep_fresh(dispatch_over)))
         try:
             return await self._dispatch(until_empty)
+        except asyncio.CancelledError:
+            # Told to stop at once (a second signal): abandon the requests in
+            # flight too. Their jobs stay held, and are taken over by another
+            # worker after the visibility timeout, marked "possibly sent".
+            for task in self._sending:
+                task.cancel()
+            raise
         finally:
             # Ended by an event, not by cancellation: a cancel that lands as a
             # Redis reply arrives can be swallowed, and the loop would go on.
