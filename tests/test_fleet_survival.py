@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from tests.conftest import eventually
 from tests.fleet import (
     FLEET_LIMIT,
     FLEET_TIME_SCALE,
@@ -137,9 +138,7 @@ async def test_sigterm_finishes_in_flight_requests_and_fetches_nothing_new(
     fleet = Fleet(env, tmp_path)
     try:
         [worker] = await fleet.start(1, args=())
-        deadline = time.monotonic() + 30
-        while not await deletes_seen(sim.url) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: deletes_seen(sim.url))
         await asyncio.sleep(0.3)  # requests are now in flight, answers 1.5 s away
         stopped_at = time.monotonic()
         worker.send_signal(signal.SIGTERM)
@@ -174,9 +173,7 @@ async def test_a_second_signal_leaves_held_jobs_for_another_worker_to_reclaim(
     fleet = Fleet(env, tmp_path)
     try:
         [impatient] = await fleet.start(1, args=())
-        deadline = time.monotonic() + 30
-        while not await deletes_seen(sim.url) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: deletes_seen(sim.url))
         impatient.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.1)
         impatient.send_signal(signal.SIGTERM)
