@@ -14,8 +14,9 @@ from worker.config import Settings
 from worker.jobs import make_job
 from worker.keys import AccountKeys
 from worker.limiter import Limiter
-from worker.pool import AccountExit, backoff_s, run_pool
+from worker.pool import AccountExit, run_pool
 from worker.queue import Fetched, Queue, RetryShare
+from worker.settle import backoff_s
 
 PHONES = [f"98450{i:05d}" for i in range(30)]
 

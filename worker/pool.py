@@ -15,16 +15,11 @@ the request timeout); a job still held after that is left for reclaim.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import random
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
 
 import aiohttp
 from redis.asyncio import Redis
@@ -32,26 +27,23 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.config import AccountSettings, Settings
-from worker.control import halt_account
 from worker.errors import AccountHalted, TokenUnavailable
 from worker.events import wait_event
-from worker.jobs import Job, unsendable_reason
+from worker.jobs import unsendable_reason
 from worker.keys import AccountKeys
 from worker.limiter import Limiter, Permit
 from worker.logs import get_logger, register_secret
 from worker.outcomes import (
     MALFORMED,
-    NO_RECORD,
     RETRIES_EXHAUSTED,
-    Classification,
-    Outcome,
     classify_delete,
     transport_failure,
 )
 from worker.ozonetel import OzonetelClient, TransportFailure, create_session
-from worker.queue import Delivery, Early, Empty, Fetched, Late, Paused, Queue, RetryShare
+from worker.queue import Early, Empty, Fetched, Late, Paused, Queue, RetryShare
 from worker.results import Record, Recorder
-from worker.tokens import Token, TokenManager
+from worker.settle import Held, Settler
+from worker.tokens import TokenManager
 
 log = get_logger(__name__)
 
@@ -60,8 +52,6 @@ PAUSED_POLL_S = 1.0
 # Waits between attempts while Redis cannot be reached.
 REDIS_OUTAGE_WAIT_S = 0.1
 REDIS_OUTAGE_WAIT_MAX_S = 5.0
-
-T = TypeVar("T")
 
 
 class AccountExit(StrEnum):
@@ -73,21 +63,6 @@ class AccountExit(StrEnum):
 def consumer_name() -> str:
     """Unique per process, readable in XINFO CONSUMERS."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(max, base·2^(n-1))]."""
-    return random.uniform(0, min(max_s, base_s * 2 ** max(attempt - 1, 0)))
-
-
-@dataclass
-class _Held:
-    """A fetched job and what was spent on it."""
-
-    delivery: Delivery
-    permit: Permit
-    token: Token | None
-    fetched_mono: float
 
 
 class AccountWorker:
@@ -120,6 +95,9 @@ class AccountWorker:
         self._retry_share = RetryShare(
             per_window=max(1, int(settings.retry_share * account.rate_limit)),
             window_us=round((account.rate_window_s + account.rate_margin_s) * 1_000_000),
+        )
+        self._settler = Settler(
+            settings, redis, self.keys, self.queue, self.limiter, self.recorder, self.tokens
         )
         self._sending: set[asyncio.Task[None]] = set()
         self._log = log.bind(account=account.name)
@@ -175,7 +153,7 @@ class AccountWorker:
                     continue
                 if token is not None and self.tokens is not None:
                     token = await self.tokens.newest(token, fetched.token_generation)
-                held = _Held(fetched.delivery, permit, token, time.monotonic())
+                held = Held(fetched.delivery, permit, token, time.monotonic())
                 self._start_sending(held)
                 handed_over = True
                 outage_wait = REDIS_OUTAGE_WAIT_S
@@ -229,7 +207,7 @@ class AccountWorker:
         """Sleep unless asked to stop; False if stopping."""
         return not await wait_event(self._stopping, seconds)
 
-    def _start_sending(self, held: _Held) -> None:
+    def _start_sending(self, held: Held) -> None:
         task = asyncio.create_task(self._send(held))
         self._sending.add(task)
         task.add_done_callback(self._sent)
@@ -253,12 +231,12 @@ class AccountWorker:
         if late:
             await asyncio.wait(late)
 
-    async def _send(self, held: _Held) -> None:
+    async def _send(self, held: Held) -> None:
         delivery = held.delivery
         job = delivery.job
         if job is None:
             await self.limiter.refund(held.permit)
-            await self._finish(held, Record("dead", delivery.malformed or "", 0, MALFORMED))
+            await self._settler.finish(held, Record("dead", delivery.malformed or "", 0, MALFORMED))
             return
         refusal = unsendable_reason(job)
         if refusal is None and job.attempts >= self._settings.max_attempts:
@@ -267,103 +245,14 @@ class AccountWorker:
             # Dead before it costs the vendor anything: the permit goes back.
             await self.limiter.refund(held.permit)
             message = "not sent: " + refusal.replace("_", " ")
-            await self._finish(held, Record("dead", message, job.attempts, refusal))
+            await self._settler.finish(held, Record("dead", message, job.attempts, refusal))
             return
         try:
             answer = await self._client.delete_record(job, held.token.value if held.token else None)
             verdict = classify_delete(answer)
         except TransportFailure as exc:
             verdict = transport_failure(str(exc))
-        await self._settle(held, job, verdict)
-
-    async def _settle(self, held: _Held, job: Job, verdict: Classification) -> None:
-        attempts = job.attempts + 1
-        match verdict.outcome:
-            case Outcome.DELETED:
-                await self._finish(held, Record("deleted", verdict.message, attempts))
-            case Outcome.NOT_FOUND if held.delivery.maybe_sent:
-                # An earlier attempt may have deleted it and lost the answer.
-                await self._finish(held, Record("already_deleted", verdict.message, attempts))
-            case Outcome.NOT_FOUND | Outcome.BAD_JOB:
-                reason = verdict.reason or NO_RECORD
-                await self._finish(held, Record("dead", verdict.message, attempts, reason))
-            case Outcome.TOKEN if held.token is not None:
-                await self._retry(held, job, delay_s=0.0, counted=False)
-                if self.tokens is not None:
-                    with contextlib.suppress(TokenUnavailable, AccountHalted):
-                        await self.tokens.on_rejected(held.token)
-            case Outcome.TOKEN | Outcome.ACCOUNT:
-                # A token answer in apikey mode means the account wants tokens:
-                # a configuration error, like wrong credentials.
-                await self._retry(held, job, delay_s=0.0, counted=False)
-                await halt_account(self._redis, self.keys, verdict.message)
-            case Outcome.RATE_LIMITED:
-                until = await self.limiter.cool_down()
-                self._log.warning("limiter.cool_down", message=verdict.message, until=until)
-                await self._retry(held, job, delay_s=0.0, counted=False)
-            case _:
-                if attempts >= self._settings.max_attempts:
-                    reason = verdict.reason or RETRIES_EXHAUSTED
-                    await self._finish(held, Record("dead", verdict.message, attempts, reason))
-                else:
-                    delay = backoff_s(
-                        attempts, self._settings.retry_base_s, self._settings.retry_max_s
-                    )
-                    # The request may have arrived and deleted the record.
-                    await self._retry(held, job, delay, counted=True, maybe_sent=True)
-                    self._log.info(
-                        "job.retry",
-                        job_id=job.id,
-                        attempts=attempts,
-                        why=verdict.message,
-                        delay_s=round(delay, 3),
-                    )
-
-    async def _retry(
-        self, held: _Held, job: Job, delay_s: float, counted: bool, maybe_sent: bool = False
-    ) -> None:
-        fields = dict(held.delivery.fields)
-        if counted:
-            fields["attempts"] = str(job.attempts + 1)
-        if maybe_sent or held.delivery.maybe_sent:
-            fields["sent"] = "1"
-        if job.enqueued_ms is not None:
-            fields["enqueued"] = str(job.enqueued_ms)
-        await self._durably(lambda: self.queue.schedule_retry(held.delivery, fields, delay_s))
-
-    async def _finish(self, held: _Held, record: Record) -> None:
-        recorded = await self._durably(lambda: self.recorder.record(held.delivery, record))
-        fields = held.delivery.fields
-        self._log.info(
-            "job.finished",
-            job_id=fields.get("id", held.delivery.entry_id),
-            outcome=record.outcome,
-            reason=record.reason,
-            attempts=record.attempts,
-            latency_ms=round((time.monotonic() - held.fetched_mono) * 1000, 1),
-            phone=fields.get("phone", ""),
-            duplicate_delivery=not recorded,
-        )
-
-    async def _durably(self, write: Callable[[], Awaitable[T]]) -> T:
-        """Retry a write that settles a job through a Redis outage.
-
-        The vendor's answer is known only here; losing it would cost another
-        request later (the job would be reclaimed and sent again). Past half
-        the visibility timeout another process may take the job over, so we
-        give up then and let that happen.
-        """
-        deadline = time.monotonic() + self._settings.visibility_timeout_s / 2
-        delay = 0.05
-        while True:
-            try:
-                return await write()
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                self._log.warning("redis.write_retry", error=exc, retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        await self._settler.settle(held, job, verdict)
 
     async def _reclaim_until(self, over: asyncio.Event) -> None:
         interval = max(self._settings.visibility_timeout_s / 4, 0.5)
