@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import Counter
 from typing import Any
 
@@ -64,6 +65,8 @@ async def test_mixed_jobs_drain_to_one_honest_record_each(
     # A producer in another language XADDs directly, and forgets the number.
     await redis.xadd(keys.bulk, {"v": "1", "id": "raw-empty-phone", "campaign": CAMPAIGN,
                                  "phone": ""})  # fmt: skip
+    # And another sends something that is not a job at all.
+    await redis.xadd(keys.bulk, {"phoneNumber": "9845099999", "campaignName": CAMPAIGN})
     assert len(enqueued.queued) + len(enqueued_rest.queued) == 160
     assert enqueued_dupes.queued == [] and len(enqueued_dupes.duplicates) == 39
 
@@ -71,13 +74,14 @@ async def test_mixed_jobs_drain_to_one_honest_record_each(
 
     results = [fields for _, fields in await read_stream(redis, keys.results)]
     by_job = Counter(fields["job_id"] for fields in results)
-    assert len(results) == 161 and set(by_job.values()) == {1}
+    assert len(results) == 162 and set(by_job.values()) == {1}
     outcomes = Counter((f["outcome"], f["reason"]) for f in results)
     assert outcomes == {
         ("deleted", ""): 100,
         ("dead", "no_record"): 40,
         ("dead", "invalid_campaign"): 20,
         ("dead", "missing_phone"): 1,
+        ("dead", "malformed"): 1,
     }
     for fields in results:
         if fields["outcome"] == "deleted":
@@ -85,8 +89,10 @@ async def test_mixed_jobs_drain_to_one_honest_record_each(
 
     letters = [dead_letter_view(i, f) for i, f in await read_stream(redis, keys.dlq)]
     assert Counter(letter["reason"] for letter in letters) == {
-        "no_record": 40, "invalid_campaign": 20, "missing_phone": 1,
+        "no_record": 40, "invalid_campaign": 20, "missing_phone": 1, "malformed": 1,
     }  # fmt: skip
+    [raw] = [f["raw"] for _, f in await read_stream(redis, keys.dlq) if f["reason"] == "malformed"]
+    assert json.loads(raw) == {"phoneNumber": "9845099999", "campaignName": CAMPAIGN}
     assert {x["phone"] for x in letters if x["reason"] == "no_record"} == set(UNKNOWN)
     assert all(x["message"] for x in letters)
 
