@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -380,10 +381,17 @@ def test_run_exits_0_when_drained_and_4_when_the_account_is_halted(
     assert store.xlen(keys.bulk) == 1
 
 
-def test_run_refuses_http_and_missing_credentials(env: Env) -> None:
-    http = cli({**env, **CREDENTIALS}, "run", "--http", "127.0.0.1:8080")
+def test_run_refuses_a_bad_http_address_and_missing_credentials(env: Env) -> None:
+    http = cli({**env, **CREDENTIALS}, "run", "--http", "localhost:http")
     assert http.exit_code == EXIT_USAGE
-    assert "not available yet" in one_error_line(http)
+    assert "expected HOST:PORT" in one_error_line(http)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        # Without --until-empty: the pool must stop because the server could not start.
+        busy = cli({**env, **CREDENTIALS}, "run", "--http", f"127.0.0.1:{taken.getsockname()[1]}")
+    assert busy.exit_code == EXIT_USAGE
+    assert busy.stderr.strip().splitlines()[-1].startswith("error: cannot serve HTTP on ")
 
     no_key = cli(env, "run", "--until-empty")
     assert no_key.exit_code == EXIT_USAGE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import typer
@@ -10,17 +11,16 @@ from worker import control
 from worker.cli.app import (
     EXIT_HALTED,
     EXIT_OK,
-    EXIT_USAGE,
     AccountOption,
     account_keys,
     connected,
     err,
     execute,
-    fail,
     out,
     stop_on_signals,
 )
-from worker.config import Settings
+from worker.config import DEFAULT_HTTP_BIND, Settings
+from worker.http_api import parse_bind, serve_http
 from worker.pool import AccountExit, run_pool
 
 
@@ -39,7 +39,13 @@ def run(
         typer.Option("--account", "-a", help="Work only this account (repeatable). Default: all."),
     ] = None,
     http: Annotated[
-        str | None, typer.Option(metavar="HOST:PORT", help="Ops and ingestion server (not yet).")
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Also serve /healthz, /readyz, /metrics and the ingestion API "
+            f"(/v1/deletions, keys in OZP_PRODUCER_KEYS), e.g. {DEFAULT_HTTP_BIND}; "
+            "a bare port listens on loopback only.",
+        ),
     ] = None,
 ) -> None:
     """Run the worker pool: send the queued deletions at the allowed rate until stopped.
@@ -49,17 +55,27 @@ def run(
     flight finish, and leaves anything unfinished for another worker. Exits 4 if
     an account was halted by a credential error (its backlog stays queued).
     """
-    if http is not None:
-        fail(EXIT_USAGE, "--http is not available yet in this version")
 
     async def work(settings: Settings) -> int:
         if concurrency is not None:
             settings = settings.with_overrides(concurrency=concurrency)
+        bind = parse_bind(http) if http is not None else None
         stopping = stop_on_signals()
         async with connected(settings) as redis:
-            exits = await run_pool(
-                settings, redis, stopping, until_empty=until_empty, accounts=account or None
-            )
+            server: asyncio.Task[None] | None = None
+            if bind is not None:
+                server = asyncio.create_task(serve_http(settings, redis, *bind, stopping))
+                # A server that cannot listen stops the pool too, gracefully.
+                server.add_done_callback(lambda _: stopping.set())
+            try:
+                exits = await run_pool(
+                    settings, redis, stopping, until_empty=until_empty, accounts=account or None
+                )
+            finally:
+                # --until-empty ends the pool by itself; the server ends with it.
+                stopping.set()
+                if server is not None:
+                    await server  # re-raises a failure to listen: BadInput, exit 2
         halted = sorted(name for name, why in exits.items() if why is AccountExit.HALTED)
         if halted:
             err.print(

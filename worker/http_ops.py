@@ -1,0 +1,122 @@
+"""The ops side of the HTTP server: liveness, readiness and Prometheus metrics.
+
+No authentication: these endpoints say how much work is queued and whether
+accounts are paused or halted, never a job, a number or a secret. The
+server binds to loopback unless told otherwise (``run --http``).
+
+Metrics are read from Redis at scrape time, so every replica reports the
+same, cluster-wide numbers: scrape one replica (or take ``max`` across
+them), do not sum them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from worker.config import Settings
+from worker.keys import LANES, AccountKeys, accounts_key
+from worker.queue import Queue
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", Redis)
+
+# A readiness probe must answer within the orchestrator's probe timeout
+# (1 s by default on Kubernetes), whatever the client's own retries would do.
+READY_TIMEOUT_S = 0.8
+TOKEN_GENERATIONS_PERIOD_MS = 3_600_000
+OUTCOMES = ("deleted", "already_deleted", "dead")
+EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# name -> (type, help): the metric families, in the order they are exposed.
+FAMILIES: dict[str, tuple[str, str]] = {
+    "ozp_queue_jobs": ("gauge", "Jobs waiting in a lane, not yet fetched by a worker."),
+    "ozp_in_flight_jobs": ("gauge", "Jobs fetched by a worker and not yet settled."),
+    "ozp_delayed_jobs": ("gauge", "Jobs waiting for a retry."),
+    "ozp_outcomes_total": ("counter", "Jobs finished, by terminal outcome."),
+    "ozp_account_halted": ("gauge", "1 while the account is halted by a credential error."),
+    "ozp_account_paused": ("gauge", "1 while an operator has paused the account."),
+    "ozp_token_generations_last_hour": (
+        "gauge",
+        "Tokens generated in the last hour (the vendor allows 10).",
+    ),
+}
+Sample = tuple[dict[str, str], int]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the event loop answers. Says nothing about Redis, on purpose, so
+    that an orchestrator does not restart healthy workers during a Redis outage."""
+    return web.json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when Redis answers a PING in time."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await request.app[REDIS].ping()
+    except (RedisError, OSError, TimeoutError):
+        return web.json_response({"ok": False, "error": "Redis does not answer"}, status=503)
+    return web.json_response({"ok": True})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    text = await metrics_text(request.app[REDIS], request.app[SETTINGS])
+    return web.Response(body=text.encode(), headers={"Content-Type": EXPOSITION_TYPE})
+
+
+async def metrics_text(redis: Redis, settings: Settings) -> str:
+    """Every account's gauges and counters in the Prometheus text format."""
+    seen = await redis.smembers(accounts_key(settings.key_prefix))
+    # Configured accounts, then those only Redis knows (queued by another host).
+    names = [*settings.accounts, *sorted(str(n) for n in seen if n not in settings.accounts)]
+    seconds, micros = await redis.time()
+    # The token store stamps generations with the server's clock: count by it too.
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    samples: dict[str, list[Sample]] = {name: [] for name in FAMILIES}
+    for name in names:
+        keys = AccountKeys(settings.key_prefix, name)
+        counts = await Queue(redis, keys).counts()
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.stats, list(OUTCOMES))
+            pipe.exists(keys.halted)
+            pipe.exists(keys.paused)
+            pipe.zcount(keys.token_generations, now_ms - TOKEN_GENERATIONS_PERIOD_MS, now_ms)
+            outcomes, halted, paused, generations = await pipe.execute()
+        account = {"account": name}
+        for lane in LANES:
+            waiting = counts.urgent if lane == "urgent" else counts.bulk
+            samples["ozp_queue_jobs"].append(({**account, "lane": lane}, waiting))
+        samples["ozp_in_flight_jobs"].append((account, counts.in_flight))
+        samples["ozp_delayed_jobs"].append((account, counts.delayed))
+        for outcome, value in zip(OUTCOMES, outcomes, strict=True):
+            samples["ozp_outcomes_total"].append(({**account, "outcome": outcome}, int(value or 0)))
+        samples["ozp_account_halted"].append((account, int(bool(halted))))
+        samples["ozp_account_paused"].append((account, int(bool(paused))))
+        samples["ozp_token_generations_last_hour"].append((account, int(generations)))
+    return exposition(samples)
+
+
+def exposition(samples: dict[str, list[Sample]]) -> str:
+    lines: list[str] = []
+    for family, (kind, help_text) in FAMILIES.items():
+        lines += [f"# HELP {family} {help_text}", f"# TYPE {family} {kind}"]
+        for labels, value in samples.get(family, []):
+            rendered = ",".join(f'{key}="{_label_value(text)}"' for key, text in labels.items())
+            lines.append(f"{family}{{{rendered}}} {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _label_value(text: str) -> str:
+    # The three escapes the text format defines; account names read from
+    # Redis were written by other hosts and are not trusted to be tidy.
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def add_ops_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
