@@ -11,6 +11,7 @@ import asyncio
 from redis.asyncio import Redis
 
 from tests.conftest import make_settings
+from tests.fleet import max_in_window
 from worker.keys import AccountKeys
 from worker.limiter import MICROS, Limiter
 
@@ -19,17 +20,6 @@ def _limiter(redis: Redis, prefix: str, **changes: object) -> Limiter:
     settings = make_settings("unused", prefix, **changes)
     account = settings.account()
     return Limiter(redis, AccountKeys(prefix, account.name), account)
-
-
-def _max_in_window(slots: list[int], window_us: int) -> int:
-    """The most slots inside any half-open window (t - window, t]."""
-    ordered = sorted(slots)
-    best, start = 0, 0
-    for end, slot in enumerate(ordered):
-        while ordered[start] <= slot - window_us:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 async def test_grants_fill_each_window_exactly_and_never_beyond(
@@ -41,7 +31,7 @@ async def test_grants_fill_each_window_exactly_and_never_beyond(
     window_us = int(1.05 * MICROS)
 
     assert slots == sorted(slots)
-    assert _max_in_window(slots, window_us) == 5
+    assert max_in_window(slots, window_us) == 5
     # The first five go at once; each later five exactly one window (plus
     # margin) after the five before them: the allowance is used to the end.
     assert slots[4] - slots[0] < 0.05 * MICROS
@@ -64,7 +54,7 @@ async def test_concurrent_acquirers_on_separate_connections_share_one_schedule(
             await c.aclose()
     slots = [p.slot_us for p in permits]
     assert len({p.id for p in permits}) == 100
-    assert _max_in_window(slots, int(2.02 * MICROS)) == 10
+    assert max_in_window(slots, int(2.02 * MICROS)) == 10
     # Ten windows' worth of grants span nine windows: nothing was wasted.
     span = max(slots) - min(slots)
     assert 9 * 2.02 * MICROS <= span < 9 * 2.02 * MICROS + 0.1 * MICROS
@@ -105,7 +95,7 @@ async def test_customer_caps_are_checked_with_the_vendor_limit(
         rate_cap_per_hour=7,
     )
     slots = [(await limiter.acquire()).slot_us for _ in range(8)]
-    assert _max_in_window(slots, int(1.01 * MICROS)) <= 5
+    assert max_in_window(slots, int(1.01 * MICROS)) <= 5
     # The 8th request would be the 8th in an hour: it waits for the first to age out.
     assert slots[7] - slots[0] >= 3600.01 * MICROS
     assert slots[6] - slots[0] < 2 * MICROS
