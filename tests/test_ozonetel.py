@@ -98,3 +98,31 @@ async def test_an_unreachable_host_is_a_transport_failure_without_secrets() -> N
     finally:
         await session.close()
     assert "k-9f8e7d" not in str(caught.value)
+
+
+async def test_a_request_past_its_send_by_is_never_written(simulator_factory: Any) -> None:
+    import time
+
+    from worker.ozonetel import NotSent
+
+    sim: Simulator = await simulator_factory(
+        campaigns={"c": {"9845000001"}}, accounts={"demo": AccountSpec("demo-key", "apikey")}
+    )
+    session = create_session(5.0)
+    try:
+        client = OzonetelClient(session, _account(sim, auth_mode="apikey"))
+        # Once on a fresh connection, once on a reused one.
+        for _ in range(2):
+            with pytest.raises(NotSent):
+                await client.delete_record(
+                    make_job("c", "9845000001"), None, send_by=time.monotonic() - 0.001
+                )
+            on_time = await client.delete_record(
+                make_job("c", "9845000002"), None, send_by=time.monotonic() + 5
+            )
+            assert classify_delete(on_time).message == "No Record Found"
+    finally:
+        await session.close()
+    deletes = [r for r in (await sim.inspect())["requests"] if r["endpoint"] == "delete"]
+    assert [r["phone"] for r in deletes] == ["9845000002", "9845000002"]
+    assert (await sim.campaigns())["c"] == ["9845000001"]

@@ -209,8 +209,8 @@ def _validate_account(account: AccountSettings) -> None:
         raise ConfigError(f"{where}: OZONETEL_AUTH_MODE must be 'token' or 'apikey'")
     _positive("OZP_RATE_LIMIT", account.rate_limit)
     _positive("OZP_RATE_WINDOW_S", account.rate_window_s)
-    # Half the margin is the lateness a permit tolerates (see limiter.py), so
-    # without a margin no permit could ever be used.
+    # The margin is the time a permit may take from its slot to the vendor
+    # (see limiter.py): without one, no permit could ever be used.
     if not 0 < account.rate_margin_s < account.rate_window_s:
         raise ConfigError("OZP_RATE_MARGIN_S must be above 0 and below OZP_RATE_WINDOW_S")
     for cap in account.rate_caps[1:]:

@@ -8,6 +8,7 @@
     ├── TokenUnavailable        no usable token right now (budget spent, refresh failing)
     │   └── TokenBudgetSpent    the 10-per-hour generation budget is used up
     ├── SendRefused             a request tried to leave without its own permit
+    ├── PermitExpired           a request was about to leave after its permit's moment
     └── EmbeddedRedisError      no redis-server binary to start, or it would not start
 
 Messages never contain the API key or a token: callers format them from
@@ -56,6 +57,10 @@ class TokenBudgetSpent(TokenUnavailable):
 
 class SendRefused(OzpError):
     """aiohttp tried to resend a request that had already used its permit."""
+
+
+class PermitExpired(OzpError):
+    """A request was about to be written after its permit's moment had passed."""
 
 
 class EmbeddedRedisError(OzpError):

@@ -5,9 +5,12 @@ may send (timed by the Redis server's clock), and the caller sleeps until
 then. Nobody polls, so a hundred processes waiting for the same account
 cost Redis one call each per request, not a stampede.
 
-A permit is spent or refunded in ``queue_fetch.lua``, which checks that its
-slot has come and has not passed by more than half the safety margin: the
-other half absorbs the trip from there to the vendor.
+The safety margin is spent in three parts, each bounded: a permit is spent
+or refunded in ``queue_fetch.lua``, which checks that its slot has come and
+has not passed by more than a quarter of the margin (Redis's clock); the
+request must then start being written within another quarter (this host's
+monotonic clock, see ``ozonetel.py``), or it is not sent at all; the last
+half absorbs the network and the vendor's own delays.
 """
 
 from __future__ import annotations
@@ -71,7 +74,13 @@ class Limiter:
 
     @property
     def lateness_tolerance_us(self) -> int:
-        return self._margin_us // 2
+        """How late, after its slot, a permit may still be traded for a job."""
+        return self._margin_us // 4
+
+    @property
+    def send_budget_s(self) -> float:
+        """How long after that trade the request may start being written."""
+        return self._margin_us / 4 / MICROS
 
     async def acquire(self) -> Permit:
         """Reserve the next slot of the account's allowance."""

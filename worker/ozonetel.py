@@ -8,13 +8,14 @@ or the token.
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 
 from worker.config import AccountSettings
-from worker.errors import SendRefused
+from worker.errors import PermitExpired, SendRefused
 from worker.jobs import Job
 from worker.outcomes import Answer, parse_body
 
@@ -26,6 +27,10 @@ MAX_BODY_CHARS = 4096
 
 class TransportFailure(Exception):
     """No answer: a timeout, a refused or dropped connection. It may have arrived."""
+
+
+class NotSent(Exception):
+    """Abandoned before a byte was written: the permit's moment had passed."""
 
 
 async def _count_connection(
@@ -41,10 +46,23 @@ async def _count_connection(
         raise SendRefused("refused aiohttp's automatic resend: one permit, one request")
 
 
+async def _check_send_by(
+    _session: aiohttp.ClientSession, context: SimpleNamespace, _params: object
+) -> None:
+    # The last moment before the request is written: a connection is in hand.
+    # A process starved of CPU since its permit was checked would otherwise
+    # send into a later window than the permit was granted for.
+    send_by = (context.trace_request_ctx or {}).get("send_by")
+    if send_by is not None and time.monotonic() > send_by:
+        raise PermitExpired("the permit expired before the request could be written")
+
+
 def _one_attempt_per_request() -> aiohttp.TraceConfig:
     trace = aiohttp.TraceConfig()
     trace.on_connection_create_start.append(_count_connection)
     trace.on_connection_reuseconn.append(_count_connection)
+    trace.on_connection_reuseconn.append(_check_send_by)
+    trace.on_connection_create_end.append(_check_send_by)
     return trace
 
 
@@ -73,7 +91,11 @@ class OzonetelClient:
             {"userName": self._account.username},
         )
 
-    async def delete_record(self, job: Job, token: str | None) -> Answer:
+    async def delete_record(
+        self, job: Job, token: str | None, send_by: float | None = None
+    ) -> Answer:
+        """Send one deletion; ``send_by`` (monotonic) is the latest moment to
+        start writing it, after which :class:`NotSent` is raised instead."""
         headers = {"apiKey": self._account.api_key.reveal()}
         if self._account.auth_mode == "token" and token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -83,17 +105,28 @@ class OzonetelClient:
             "userName": self._account.username,
             "name": job.name,
         }
-        return await self._call("DELETE", DELETE_PATH, headers, body)
+        return await self._call("DELETE", DELETE_PATH, headers, body, send_by)
 
     async def _call(
-        self, method: str, path: str, headers: dict[str, str], body: dict[str, Any]
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: dict[str, Any],
+        send_by: float | None = None,
     ) -> Answer:
         try:
             async with self._session.request(
-                method, self._base + path, headers=headers, json=body
+                method,
+                self._base + path,
+                headers=headers,
+                json=body,
+                trace_request_ctx={"send_by": send_by},
             ) as response:
                 raw = await response.text(errors="replace")
                 return Answer(response.status, parse_body(raw), raw[:MAX_BODY_CHARS])
+        except PermitExpired as exc:
+            raise NotSent(str(exc)) from None
         except SendRefused as exc:
             raise TransportFailure(str(exc)) from None
         except TimeoutError:

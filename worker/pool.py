@@ -39,7 +39,7 @@ from worker.outcomes import (
     classify_delete,
     transport_failure,
 )
-from worker.ozonetel import OzonetelClient, TransportFailure, create_session
+from worker.ozonetel import NotSent, OzonetelClient, TransportFailure, create_session
 from worker.queue import Early, Empty, Fetched, Late, Paused, Queue, RetryShare
 from worker.results import Record, Recorder
 from worker.settle import Held, Settler
@@ -247,11 +247,21 @@ class AccountWorker:
             message = "not sent: " + refusal.replace("_", " ")
             await self._settler.finish(held, Record("dead", message, job.attempts, refusal))
             return
+        token = held.token.value if held.token else None
         try:
-            answer = await self._client.delete_record(job, held.token.value if held.token else None)
+            answer = await self._client.delete_record(
+                job, token, send_by=held.fetched_mono + self.limiter.send_budget_s
+            )
             verdict = classify_delete(answer)
         except TransportFailure as exc:
             verdict = transport_failure(str(exc))
+        except NotSent:
+            # Nothing left this process: the permit goes back, the job waits
+            # for another, and no attempt is counted.
+            self._log.info("permit.expired_before_send", job_id=job.id)
+            await self.limiter.refund(held.permit)
+            await self._settler.retry(held, job, delay_s=0.0, counted=False)
+            return
         await self._settler.settle(held, job, verdict)
 
     async def _reclaim_until(self, over: asyncio.Event) -> None:
