@@ -1,12 +1,13 @@
 """Reading a file of deletions (CSV or JSONL) into jobs, streamed, and queueing them.
 
 The file is read row by row through a generator: a suppression list of
-millions of numbers never sits in memory, and the queue sees batches of
-:data:`IMPORT_BATCH` jobs. Rows that fail :func:`worker.jobs.make_job` are
-handed back as :class:`Rejected` with their line number instead of stopping
-the import. Problems with the file as a whole (missing, no phone column, not
-UTF-8) raise :class:`~worker.errors.BadInput`; the header is checked before
-the first batch is queued, so a wrong file queues nothing.
+millions of numbers never sits in memory, and the queue takes the jobs in
+batches of :data:`~worker.queue.ENQUEUE_BATCH` as they come. Rows that fail
+:func:`worker.jobs.make_job` are handed back as :class:`Rejected` with their
+line number instead of stopping the import. Problems with the file as a
+whole (missing, no phone column, not UTF-8) raise
+:class:`~worker.errors.BadInput`; the header is checked before the first
+batch is queued, so a wrong file queues nothing.
 
 Accepted columns (CSV header or JSONL keys), any case, with or without
 ``_``/``-``/spaces: phone (``phoneNumber``, ``phone``, ``phone_number``,
@@ -17,21 +18,22 @@ Accepted columns (CSV header or JSONL keys), any case, with or without
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import IO, Any, Literal
 
 from worker.errors import BadInput
-from worker.jobs import Job, make_job
+from worker.jobs import Job, make_job, new_job_ids
 from worker.keys import Lane
-from worker.queue import ENQUEUE_BATCH, Queue
+from worker.queue import QUEUED, Queue
 
 Format = Literal["csv", "jsonl"]
-IMPORT_BATCH = ENQUEUE_BATCH
 
 _PHONE_COLUMNS = frozenset({"phonenumber", "phone", "number", "mobile", "mobilenumber"})
 _CAMPAIGN_COLUMNS = frozenset({"campaignname", "campaign"})
@@ -39,6 +41,10 @@ _NAME_COLUMNS = frozenset({"name"})
 _SEPARATORS = re.compile(r"[\s_\-]")
 _EXTENSIONS: dict[str, Format] = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _NO_CAMPAIGN = "no campaign column: name one campaignName, or pass --campaign"
+# Job ids drawn at once: one draw of randomness per id was a tenth of an import.
+_IDS_PER_DRAW = 1024
+# json.loads without its per-call checks of the arguments.
+_decode_json = json.JSONDecoder().decode
 # Enough of the file's start to tell JSON objects from a CSV header.
 _SNIFF_BYTES = 64
 
@@ -125,15 +131,30 @@ class Source:
         text = io.TextIOWrapper(self._buffered, encoding="utf-8-sig", newline="")
         # Without a campaign column and without --campaign every row would be
         # rejected: that is the wrong file or a forgotten option, not bad rows.
-        need_campaign = not default_campaign.strip()
+        default_campaign = default_campaign.strip()
+        need_campaign = not default_campaign
         rows = _csv_rows(text, need_campaign) if fmt == "csv" else _jsonl_rows(text, need_campaign)
+        ids: list[str] = []
         try:
             for row in rows:
                 if isinstance(row, Rejected):
                     yield row
                     continue
-                line, fields, raw = row
-                yield _to_job(line, fields, raw, default_campaign, normalize)
+                line, phone, campaign, name, raw = row
+                if not ids:
+                    ids = new_job_ids(_IDS_PER_DRAW)
+                try:
+                    job = make_job(
+                        campaign.strip() or default_campaign,
+                        phone,
+                        name.strip(),
+                        ids.pop(),
+                        normalize,
+                    )
+                except BadInput as exc:
+                    yield Rejected(line, str(exc), raw if isinstance(raw, str) else _csv_line(raw))
+                    continue
+                yield job
         except UnicodeDecodeError:
             raise BadInput(f"{self.name}: not UTF-8 text") from None
 
@@ -156,6 +177,8 @@ def open_source(path: str, stdin: IO[bytes] | None = None) -> Source:
     return Source(binary, path, os.fstat(binary.fileno()).st_size)
 
 
+# Bounded: a JSONL file could bring a new key on every line.
+@functools.lru_cache(maxsize=256)
 def _column(key: str) -> str | None:
     folded = _SEPARATORS.sub("", key.strip().lower())
     if folded in _PHONE_COLUMNS:
@@ -167,7 +190,26 @@ def _column(key: str) -> str | None:
     return None
 
 
-_Row = tuple[int, dict[str, str], str]
+# A row read: its first line, phone, campaign and name as written, and what
+# its raw text is made from (a CSV row's cells, a JSONL line), which is only
+# needed, and so only built, when the row is rejected.
+_Row = tuple[int, str, str, str, "list[str] | str"]
+
+
+def _csv_picker(columns: Sequence[str | None]) -> Callable[[list[str]], tuple[str, str, str]]:
+    """Phone, campaign and name from a row's cells; a column named twice: the last one."""
+    at = {name: i for i, name in enumerate(columns) if name is not None}
+    # A column the header lacks reads as an empty cell past the row's end.
+    indexes = (at["phone"], at.get("campaign", len(columns)), at.get("name", len(columns)))
+    pick = itemgetter(*indexes)
+    needed = max(indexes) + 1
+
+    def picked(cells: list[str]) -> tuple[str, str, str]:
+        if len(cells) < needed:
+            cells = cells + [""] * (needed - len(cells))
+        return pick(cells)  # type: ignore[no-any-return]
+
+    return picked
 
 
 def _csv_rows(text: io.TextIOWrapper, need_campaign: bool) -> Iterator[_Row | Rejected]:
@@ -184,20 +226,22 @@ def _csv_rows(text: io.TextIOWrapper, need_campaign: bool) -> Iterator[_Row | Re
             )
         if need_campaign and "campaign" not in columns:
             raise BadInput(_NO_CAMPAIGN)
+        width = len(columns)
+        pick = _csv_picker(columns)
         last_line = reader.line_num
         for cells in reader:
             # A quoted cell may span lines: the row starts after the previous one.
             line, last_line = last_line + 1, reader.line_num
-            if not any(cell.strip() for cell in cells):
+            if len(cells) > width:
+                if "".join(cells).strip():
+                    yield Rejected(line, f"expected at most {width} columns", _csv_line(cells))
                 continue
-            raw = _csv_line(cells)
-            if len(cells) > len(columns):
-                yield Rejected(line, f"expected at most {len(columns)} columns", raw)
+            phone, campaign, name = pick(cells)
+            # A row without a phone is seldom seen: only then is it worth
+            # asking whether the whole row is blank, to be skipped.
+            if not phone.strip() and not "".join(cells).strip():
                 continue
-            fields = {
-                name: cell for name, cell in zip(columns, cells, strict=False) if name is not None
-            }
-            yield line, fields, raw
+            yield line, phone, campaign, name, cells
     except csv.Error as exc:
         raise BadInput(f"not valid CSV at line {reader.line_num}: {exc}") from None
 
@@ -216,7 +260,7 @@ def _jsonl_rows(text: io.TextIOWrapper, need_campaign: bool) -> Iterator[_Row | 
         if not raw.strip():
             continue
         try:
-            value = json.loads(raw)
+            value = _decode_json(raw)
         except ValueError:
             yield Rejected(line, "not a JSON object", raw)
             continue
@@ -226,7 +270,7 @@ def _jsonl_rows(text: io.TextIOWrapper, need_campaign: bool) -> Iterator[_Row | 
         fields: dict[str, str] = {}
         problem = None
         for key, cell in value.items():
-            name = _column(str(key))
+            name = _column(key)  # JSON keys are strings
             if name is None:
                 continue
             # A number written without quotes is accepted as its digits; a
@@ -248,21 +292,8 @@ def _jsonl_rows(text: io.TextIOWrapper, need_campaign: bool) -> Iterator[_Row | 
         if problem is not None:
             yield Rejected(line, problem, raw)
             continue
-        yield line, fields, raw
-
-
-def _to_job(
-    line: int, fields: dict[str, str], raw: str, default_campaign: str, normalize: bool
-) -> Job | Rejected:
-    try:
-        return make_job(
-            campaign=fields.get("campaign", "").strip() or default_campaign,
-            phone=fields.get("phone", ""),
-            name=fields.get("name", "").strip(),
-            normalize=normalize,
-        )
-    except BadInput as exc:
-        return Rejected(line, str(exc), raw)
+        get = fields.get
+        yield line, get("phone", ""), get("campaign", ""), get("name", ""), raw
 
 
 async def import_jobs(
@@ -277,27 +308,24 @@ async def import_jobs(
     Only counts are kept, never the job ids, so memory does not grow with the file.
     """
     counts = ImportCounts()
-    batch: list[Job] = []
 
-    async def flush() -> None:
-        result = await queue.enqueue_many(batch, lane)
-        counts.queued += len(result.queued)
-        counts.duplicates += len(result.duplicates)
-        batch.clear()
+    def jobs() -> Iterator[Job]:
+        for row in rows:
+            if isinstance(row, Rejected):
+                counts.rejected += 1
+                if on_reject is not None:
+                    on_reject(row)
+            else:
+                yield row
+
+    def settled(batch: Sequence[Job], verdicts: str) -> None:
+        queued = verdicts.count(QUEUED)
+        counts.queued += queued
+        counts.duplicates += len(verdicts) - queued
         if on_batch is not None:
             on_batch(counts)
 
-    for row in rows:
-        if isinstance(row, Rejected):
-            counts.rejected += 1
-            if on_reject is not None:
-                on_reject(row)
-            continue
-        batch.append(row)
-        if len(batch) >= IMPORT_BATCH:
-            await flush()
-    if batch:
-        await flush()
+    await queue.enqueue_stream(jobs(), lane, settled)
     return counts
 
 

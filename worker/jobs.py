@@ -109,8 +109,22 @@ def unsendable_reason(job: Job) -> str | None:
     return None
 
 
+# 64 random bits: a collision is not expected in billions of jobs.
+_ID_BYTES = 8
+
+
 def new_job_id() -> str:
-    return secrets.token_hex(8)
+    return secrets.token_hex(_ID_BYTES)
+
+
+def new_job_ids(count: int) -> list[str]:
+    """``count`` ids like :func:`new_job_id`'s, from one draw of randomness.
+
+    An import needs one per row; one system call per id was a tenth of its time.
+    """
+    block = secrets.token_hex(_ID_BYTES * count)
+    width = 2 * _ID_BYTES
+    return [block[start : start + width] for start in range(0, len(block), width)]
 
 
 def dedupe_digest(campaign: str, phone: str) -> str:

@@ -9,15 +9,17 @@ process that went silent are put back (``queue_reclaim.lua``).
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from worker.jobs import Job, MalformedEntry, from_fields
+from worker.jobs import WIRE_VERSION, Job, MalformedEntry, from_fields
 from worker.keys import CONSUMER_GROUP, LANES, AccountKeys, Lane, accounts_key
 from worker.limiter import Permit
 from worker.lua import register
@@ -26,7 +28,21 @@ from worker.lua import register
 # enough that one fetch stays short.
 PROMOTE_PER_FETCH = 50
 RECLAIM_PER_CALL = 100
-ENQUEUE_BATCH = 500
+# Jobs per call of queue_enqueue.lua: big enough that the per-call cost
+# vanishes, small enough that one call holds the server only a few ms.
+ENQUEUE_BATCH = 1000
+# While a batch is read, the event loop gets a turn this often, so that the
+# batch before it is written out and its reply read meanwhile.
+_YIELD_EVERY = 128
+# Separate a job's parts, and end each job, in queue_enqueue.lua's
+# argument. Control characters, which make_job refuses in every field: the
+# batch is then one string, built and encoded at once. A batch that holds
+# them anyway (a Job built by hand) goes with bytes that UTF-8 text never
+# holds, which is slower to build.
+_TEXT_DELIMITERS = ("\x1f", "\x1e")
+_BYTE_DELIMITERS = (b"\xff", b"\xfe")
+# The fields that every packed job carries in a fixed place.
+_PACKED_FIELDS = frozenset({"v", "id", "campaign", "phone", "name"})
 # An idle fetcher re-checks at least this often (delayed retries, reclaims).
 IDLE_WAIT_MAX_S = 1.0
 
@@ -78,6 +94,12 @@ class Empty:
 FetchResult = Fetched | Early | Late | Paused | Empty
 
 
+# A job's verdict in queue_enqueue.lua's reply.
+QUEUED = "1"
+DUPLICATE = "0"
+OnBatch = Callable[[Sequence[Job], str], None]
+
+
 @dataclass
 class EnqueueResult:
     queued: list[str] = field(default_factory=list)  # job ids
@@ -110,6 +132,47 @@ class QueueCounts:
         return self.queued + self.in_flight + self.delayed
 
 
+def _enqueue_args(batch: Sequence[Job]) -> list[str | bytes]:
+    """ARGV of queue_enqueue.lua: version, separator, end, then the jobs in one string."""
+    separator, end = _TEXT_DELIMITERS
+    packed: list[str] = []
+    extra_parts = 0
+    for job in batch:
+        head = (
+            f"{job.dedupe_digest}{separator}{job.id}{separator}{job.campaign}"
+            f"{separator}{job.phone}{separator}{job.name}"
+        )
+        if job.enqueued_ms is None and not job.attempts and not job.replay_of:
+            packed.append(head + end)
+        else:
+            extra = _extra_fields(job)
+            extra_parts += len(extra)
+            packed.append(separator.join([head, *extra]) + end)
+    text = "".join(packed)
+    if text.count(separator) == 4 * len(batch) + extra_parts and text.count(end) == len(batch):
+        return [WIRE_VERSION, separator, end, text]
+    # A field holds a delimiter: the slower way, safe for any text.
+    separator_byte, end_byte = _BYTE_DELIMITERS
+    jobs = b"".join(
+        separator_byte.join([part.encode() for part in _parts(job)]) + end_byte for job in batch
+    )
+    return [WIRE_VERSION, separator_byte, end_byte, jobs]
+
+
+def _parts(job: Job) -> list[str]:
+    return [job.dedupe_digest, job.id, job.campaign, job.phone, job.name, *_extra_fields(job)]
+
+
+def _extra_fields(job: Job) -> list[str]:
+    """Names and values of the optional fields but the name, which has its own place."""
+    return [
+        part
+        for name, value in job.to_fields().items()
+        if name not in _PACKED_FIELDS
+        for part in (name, value)
+    ]
+
+
 def _delivery(lane: Lane, entry_id: str, fields: dict[str, str]) -> Delivery:
     try:
         return Delivery(lane, entry_id, fields, from_fields(fields, entry_id))
@@ -140,31 +203,71 @@ class Queue:
     async def enqueue_many(self, jobs: Iterable[Job], lane: Lane = "bulk") -> EnqueueResult:
         """Queue jobs in pipelined batches; duplicates of queued work are skipped."""
         result = EnqueueResult()
-        batch: list[Job] = []
-        await self._redis.sadd(accounts_key(self._keys.prefix), self._keys.account)
-        for job in jobs:
-            batch.append(job)
-            if len(batch) >= ENQUEUE_BATCH:
-                await self._enqueue_batch(batch, lane, result)
-                batch = []
-        if batch:
-            await self._enqueue_batch(batch, lane, result)
+
+        def record(batch: Sequence[Job], verdicts: str) -> None:
+            for job, verdict in zip(batch, verdicts, strict=True):
+                (result.queued if verdict == QUEUED else result.duplicates).append(job.id)
+
+        await self.enqueue_stream(jobs, lane, record)
         return result
 
     async def enqueue(self, job: Job, lane: Lane = "bulk") -> bool:
         """Queue one job; False if the same (campaign, phone) is already queued."""
         return bool((await self.enqueue_many([job], lane)).queued)
 
-    async def _enqueue_batch(self, batch: Sequence[Job], lane: Lane, result: EnqueueResult) -> None:
-        args: list[str | int] = []
-        for job in batch:
-            fields = job.to_fields()
-            args += [job.dedupe_digest, len(fields)]
-            for name, value in fields.items():
-                args += [name, value]
-        entry_ids = await self._enqueue(keys=[self._keys.lane(lane), self._keys.pending], args=args)
-        for job, entry_id in zip(batch, entry_ids, strict=True):
-            (result.queued if entry_id else result.duplicates).append(job.id)
+    async def enqueue_stream(self, jobs: Iterable[Job], lane: Lane, on_batch: OnBatch) -> None:
+        """Queue jobs as ``jobs`` yields them, in batches of :data:`ENQUEUE_BATCH`.
+
+        ``on_batch(batch, verdicts)`` hears of each batch in order, with one
+        character per job: :data:`QUEUED` or :data:`DUPLICATE`. Nothing is
+        kept between batches, so memory stays flat however long ``jobs`` is.
+
+        One batch is at Redis while the next is read and packed: the server
+        and this process then work at the same time (on two cores), yet the
+        batches still run one after the other, in order, so the first of two
+        equal rows is the one queued.
+        """
+        keys = [self._keys.lane(lane), self._keys.pending]
+        in_flight: tuple[list[Job], asyncio.Task[str]] | None = None
+        registered = False
+
+        async def settle() -> None:
+            nonlocal in_flight
+            if in_flight is not None:
+                (sent, reply), in_flight = in_flight, None
+                verdicts = await reply
+                if len(verdicts) != len(sent):
+                    # The script took the batch apart otherwise than it was
+                    # packed: a bug, which no data can cause; never miscount.
+                    raise RuntimeError(f"{len(verdicts)} verdicts for {len(sent)} jobs")
+                on_batch(sent, verdicts)
+
+        unread = iter(jobs)
+        try:
+            while True:
+                batch: list[Job] = []
+                while chunk := list(islice(unread, min(_YIELD_EVERY, ENQUEUE_BATCH - len(batch)))):
+                    batch += chunk
+                    # Meanwhile, the batch in flight is written out and its reply read.
+                    await asyncio.sleep(0)
+                if not batch:
+                    break
+                args = _enqueue_args(batch)
+                if not registered:
+                    # Only once there is a job: a file refused at its header
+                    # leaves no trace of its account.
+                    await self._redis.sadd(accounts_key(self._keys.prefix), self._keys.account)
+                    registered = True
+                # Never two batches at Redis at once: they would race on two
+                # connections, and the stream would lose the file's order.
+                await settle()
+                in_flight = (batch, asyncio.create_task(self._enqueue(keys=keys, args=args)))
+                # Let it start at once: the batch goes out a millisecond sooner
+                # than at the next turn, which comes after more rows are read.
+                await asyncio.sleep(0)
+        finally:
+            # Also when reading ``jobs`` failed: what was sent is settled first.
+            await settle()
 
     async def fetch(
         self, permit: Permit, consumer: str, lateness_us: int, retry_share: RetryShare
