@@ -7,7 +7,7 @@ of contents, registering them in the order ``--help`` lists them.
 
 from __future__ import annotations
 
-from worker.cli import dlq, queueing, running, simulate, token, watching
+from worker.cli import dlq, draining, queueing, running, simulate, token, watching
 from worker.cli.app import (
     EXIT_FAILED,
     EXIT_HALTED,
@@ -22,6 +22,7 @@ __all__ = ["EXIT_FAILED", "EXIT_HALTED", "EXIT_NO_REDIS", "EXIT_OK", "EXIT_USAGE
 app.command()(running.run)
 app.command()(queueing.enqueue)
 app.command("import")(queueing.import_file)
+app.command("drain")(draining.drain_command)
 app.command()(watching.status)
 app.command()(watching.results)
 app.add_typer(dlq.dlq_app, name="dlq")
@@ -29,6 +30,7 @@ app.add_typer(token.token_app, name="token")
 app.command()(running.pause)
 app.command()(running.resume)
 app.command()(simulate.simulate)
+app.command()(draining.demo)
 
 
 def main() -> None:

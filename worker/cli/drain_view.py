@@ -1,0 +1,153 @@
+"""What ``drain`` and ``demo`` show a person: the live panel and the summary table.
+
+The live panel is redrawn about once a second from ``status`` (the same
+numbers ``ozonetel-purge status`` prints) and from the drain's own progress.
+Done and dead are counted from the start of this run, since the account's
+counters also hold earlier runs and other producers' work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from worker.cli.views import duration
+from worker.config import Settings
+from worker.drain import DrainProgress, DrainSpec
+from worker.logs import configure_logging
+from worker.report import REPORT_OUTCOMES, Summary
+from worker.status import account_status
+
+REFRESH_S = 1.0
+
+
+def _counts(status: dict[str, Any]) -> tuple[int, int]:
+    return int(status["done"]), int(status["dead"])
+
+
+def live_panel(
+    spec: DrainSpec,
+    progress: DrainProgress,
+    status: dict[str, Any] | None,
+    baseline: tuple[int, int],
+) -> Group:
+    title = Text.assemble(
+        ("draining ", "bold"), (spec.path.name, "bold cyan"), f"  tag {spec.tag}", "  account ",
+        (spec.keys.account, "bold"),
+    )  # fmt: skip
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim")
+    grid.add_column()
+    grid.add_row("phase", Text(progress.phase, style="green"))
+    imported = (
+        f"{progress.rows_read} rows read this run: queued {progress.queued}, "
+        f"duplicates {progress.duplicates}, rejected {progress.rejected}"
+    )
+    if progress.resumed_after_line:
+        imported += f" (resumed after line {progress.resumed_after_line})"
+    grid.add_row("import", imported)
+    if progress.taken_over:
+        grid.add_row("taken over", f"{progress.taken_over} jobs held by the interrupted run")
+    if status is not None:
+        done, dead = _counts(status)
+        queued = status["queued"]["urgent"] + status["queued"]["bulk"]
+        grid.add_row("done", str(done - baseline[0]))
+        grid.add_row(
+            "dead", Text(str(dead - baseline[1]), style="red" if dead > baseline[1] else "")
+        )
+        grid.add_row(
+            "left",
+            f"{queued} queued, {status['in_flight']} in flight, {status['delayed']} delayed",
+        )
+        grid.add_row("rate", f"{status['rate_last_min']} sent in the last minute")
+        grid.add_row("ETA", duration(status["eta_s"]))
+        if status["halted"]:
+            grid.add_row("HALTED", Text(str(status["halted"]), style="bold red"))
+        elif status["paused"]:
+            grid.add_row("paused", Text("yes: `ozonetel-purge resume` to go on", style="yellow"))
+    return Group(title, grid)
+
+
+@contextlib.asynccontextmanager
+async def live_view(
+    console: Console, redis: Redis, settings: Settings, spec: DrainSpec, progress: DrainProgress
+) -> AsyncIterator[None]:
+    """Redraw the panel every second while the body runs; nothing off a terminal."""
+    if not console.is_terminal:
+        yield
+        return
+    baseline = _counts(await account_status(redis, settings, spec.keys.account))
+
+    async def redraw(live: Live) -> None:
+        status: dict[str, Any] | None = None
+        while True:
+            # A Redis hiccup costs a frame, never the drain: the pool rides it out.
+            with contextlib.suppress(RedisError, OSError):
+                status = await account_status(redis, settings, spec.keys.account)
+            live.update(live_panel(spec, progress, status, baseline), refresh=True)
+            await asyncio.sleep(REFRESH_S)
+
+    panel = live_panel(spec, progress, None, baseline)
+    with Live(panel, console=console, auto_refresh=False, transient=True) as live:
+        level = _quiet_logs()
+        task = asyncio.create_task(redraw(live))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            configure_logging(level=logging.getLevelName(level).lower())
+
+
+def _quiet_logs() -> int:
+    """Only warnings and errors while the panel is up, printed above it.
+
+    One ``job.finished`` line per job would scroll the panel away; the
+    report holds every outcome. Returns the level to restore.
+    """
+    wrapper: Any = structlog.get_config()["wrapper_class"]
+    level = int(wrapper.get_effective_level(None))
+    # Live swapped sys.stderr for a proxy that prints above the panel.
+    configure_logging(
+        level=logging.getLevelName(max(level, logging.WARNING)).lower(), stream=sys.stderr
+    )
+    return level
+
+
+def summary_table(summary: Summary) -> Table:
+    """Counts per outcome, with the reasons under dead and rejected."""
+    table = Table(title=f"{summary.file}: {summary.rows} rows", title_justify="left", box=None)
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    styles = {"deleted": "green", "dead": "red", "rejected": "yellow", "pending": "bold yellow"}
+    for outcome in REPORT_OUTCOMES:
+        count = summary.outcomes[outcome]
+        table.add_row(Text(outcome, style=styles.get(outcome, "") if count else ""), str(count))
+        for reason, n in summary.reasons.get(outcome, {}).items():
+            if outcome != "duplicate":
+                table.add_row(Text(f"  {reason}", style="dim"), Text(str(n), style="dim"))
+    table.add_row(Text("total", style="bold"), Text(str(summary.rows), style="bold"))
+    return table
+
+
+def summary_footer(summary: Summary) -> str:
+    return (
+        f"elapsed {duration(summary.elapsed_s)}, {summary.finished_this_run} finished this run "
+        f"({summary.rate_per_min:.1f} per minute)\n"
+        f"outcomes: {summary.outcomes_csv}\n"
+        f"summary:  {summary.summary_json}\n"
+        f"rejects:  {summary.rejects_csv}"
+    )
