@@ -1,6 +1,9 @@
-"""Operator and safety switches of an account: pause, resume, halt."""
+"""Operator and safety switches of an account: pause, resume, halt; and how
+an account's run ends."""
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 from redis.asyncio import Redis
 
@@ -8,6 +11,12 @@ from worker.keys import AccountKeys
 from worker.logs import get_logger
 
 log = get_logger(__name__)
+
+
+class AccountExit(StrEnum):
+    STOPPED = "stopped"  # asked to stop
+    EMPTY = "empty"  # --until-empty and nothing is left
+    HALTED = "halted"  # a credential error halted the account
 
 
 async def halt_account(redis: Redis, keys: AccountKeys, reason: str) -> None:

@@ -34,12 +34,11 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from worker.config import Settings
-from worker.control import halt_reason, resume_account
+from worker.control import AccountExit, halt_reason, resume_account
 from worker.drain_rows import Row, duplicate_field, numbered_rows
 from worker.jobs import Job
 from worker.keys import AccountKeys
 from worker.lua import register
-from worker.pool import AccountExit, consumer_name, run_pool
 from worker.queue import ENQUEUE_BATCH, EnqueueResult, Queue
 from worker.report import Summary, write_report
 from worker.status import server_time_ms
@@ -180,6 +179,8 @@ def _raise_if_cancelled() -> None:
 
 async def take_over_orphans(queue: Queue) -> int:
     """Put back every job held by anyone, marked "possibly sent". Private Redis only."""
+    from worker.pool import consumer_name  # the pool (and aiohttp) only when needed
+
     await queue.ensure_groups()
     consumer = consumer_name()
     total = 0
@@ -220,6 +221,9 @@ async def drain(
             if progress.cleared_halt:
                 await resume_account(redis, spec.keys)
         enter("sending")
+        # Imported here: loading aiohttp costs every other command a quarter second.
+        from worker.pool import run_pool
+
         exits = await run_pool(
             settings, redis, stopping, until_empty=True, accounts=[spec.keys.account]
         )

@@ -19,7 +19,6 @@ import os
 import secrets
 import socket
 import time
-from enum import StrEnum
 
 import aiohttp
 from redis.asyncio import Redis
@@ -27,6 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.config import AccountSettings, Settings
+from worker.control import AccountExit
 from worker.errors import AccountHalted, TokenUnavailable
 from worker.events import wait_event
 from worker.jobs import unsendable_reason
@@ -52,12 +52,6 @@ PAUSED_POLL_S = 1.0
 # Waits between attempts while Redis cannot be reached.
 REDIS_OUTAGE_WAIT_S = 0.1
 REDIS_OUTAGE_WAIT_MAX_S = 5.0
-
-
-class AccountExit(StrEnum):
-    STOPPED = "stopped"  # asked to stop
-    EMPTY = "empty"  # --until-empty and nothing is left
-    HALTED = "halted"  # a credential error halted the account
 
 
 def consumer_name() -> str:

@@ -29,13 +29,13 @@ from worker.cli.app import (
 from worker.cli.drain_view import live_view, summary_footer, summary_table
 from worker.config import Settings
 from worker.connection import connect
+from worker.control import AccountExit
 from worker.drain import DrainProgress, DrainSpec, Phase, drain
 from worker.drain_rows import file_tag
 from worker.drain_state import private_redis
 from worker.embedded import EmbeddedRedis
 from worker.errors import EmbeddedRedisError
 from worker.keys import AccountKeys
-from worker.pool import AccountExit
 
 DEFAULT_STATE_DIR = Path(".ozp-state")
 REJECTS_NAME = "rejects.csv"

@@ -20,8 +20,7 @@ from worker.cli.app import (
     stop_on_signals,
 )
 from worker.config import DEFAULT_HTTP_BIND, Settings
-from worker.http_api import parse_bind, serve_http
-from worker.pool import AccountExit, run_pool
+from worker.control import AccountExit
 
 
 def run(
@@ -59,6 +58,10 @@ def run(
     async def work(settings: Settings) -> int:
         if concurrency is not None:
             settings = settings.with_overrides(concurrency=concurrency)
+        # Imported here: loading aiohttp costs every other command a quarter second.
+        from worker.http_api import parse_bind, serve_http
+        from worker.pool import run_pool
+
         bind = parse_bind(http) if http is not None else None
         stopping = stop_on_signals()
         async with connected(settings) as redis:

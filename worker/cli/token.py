@@ -17,7 +17,6 @@ from worker.cli.app import (
 from worker.cli.views import token_lines
 from worker.config import Settings
 from worker.status import token_health
-from worker.token_refresh import force_refresh
 
 token_app = typer.Typer(
     help="The account's API token, shared by every worker through Redis. "
@@ -52,6 +51,9 @@ def token_refresh(account: AccountOption = None) -> None:
     """
 
     async def work(settings: Settings) -> int:
+        # Imported here: loading aiohttp costs every other command a quarter second.
+        from worker.token_refresh import force_refresh
+
         settings.account(account).require_credentials()
         async with connected(settings) as redis:
             health = await force_refresh(redis, settings, settings.account(account))
