@@ -8,6 +8,7 @@ import time
 from redis.asyncio import Redis
 
 from tests.conftest import make_settings
+from worker.config import DEFAULT_RESULT_TTL_S
 from worker.control import pause_account, resume_account
 from worker.jobs import make_job
 from worker.keys import CONSUMER_GROUP, AccountKeys
@@ -79,7 +80,7 @@ async def test_recording_is_idempotent_by_job_id(redis: Redis, key_prefix: str) 
     assert await redis.xlen(keys.results) == 1 and await redis.xlen(keys.dlq) == 1
     assert await redis.hget(keys.job("order-77"), "outcome") == "dead"
     assert await redis.hgetall(keys.stats) == {"dead": "1"}
-    assert 0 < await redis.ttl(keys.job("order-77")) <= 7 * 24 * 3600
+    assert 13 * 24 * 3600 < await redis.ttl(keys.job("order-77")) <= DEFAULT_RESULT_TTL_S
     assert (await queue.counts()).outstanding == 0
 
 

@@ -44,7 +44,9 @@ DEFAULT_REQUEST_TIMEOUT_S = 30.0
 DEFAULT_VISIBILITY_TIMEOUT_S = 120.0
 DEFAULT_RETRY_BASE_S = 2.0
 DEFAULT_RETRY_MAX_S = 300.0
-DEFAULT_RESULT_TTL_S = 7 * 24 * 3600
+# A million numbers take about a week at the vendor's limit: their records
+# must outlive the drain that reports on them.
+DEFAULT_RESULT_TTL_S = 14 * 24 * 3600
 DEFAULT_STREAM_MAXLEN = 1_000_000
 # Share of the allowance that retries and replays may take while fresh work
 # waits, so a flood of failures cannot starve new work.
