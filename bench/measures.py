@@ -1,8 +1,7 @@
 """Rate measures over arrival times, as the simulator stamped them.
 
-The same definitions as ``tests/fleet.py``, so that a benchmark number and a
-test threshold mean the same thing. Kept here rather than imported: the
-benchmark must not depend on the test suite's helpers.
+The tests use these same definitions (``tests/fleet.py`` imports them), so
+that a benchmark number and a test threshold mean the same thing.
 """
 
 from __future__ import annotations

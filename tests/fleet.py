@@ -19,6 +19,8 @@ from typing import Any
 
 import aiohttp
 
+# One definition of each measure, shared with the benchmark.
+
 # The vendor's 100 per 60 s, compressed: 40 per 4 s; the margin is 1 % of it.
 FLEET_LIMIT = 40
 FLEET_WINDOW_S = 4.0
@@ -99,30 +101,6 @@ class Fleet:
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
-
-
-def max_in_window(times: Sequence[float], window_s: float) -> int:
-    """The most arrivals in any half-open window (t - window, t]."""
-    ordered = sorted(times)
-    best, start = 0, 0
-    for end, moment in enumerate(ordered):
-        while ordered[start] <= moment - window_s:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
-def utilization(times: Sequence[float], limit: int, window_s: float) -> float:
-    """How closely arrivals follow the limit while work is queued: 1.0 at best.
-
-    The limit lets arrival i + limit come one window after arrival i, and no
-    sooner; the mean of those gaps, against the window, is the share of the
-    allowance used. Bursts of any shape score alike, so this measures the
-    pacing, not how fast one burst leaves.
-    """
-    ordered = sorted(times)
-    gaps = [ordered[i + limit] - ordered[i] for i in range(len(ordered) - limit)]
-    return window_s / (sum(gaps) / len(gaps))
 
 
 @dataclass

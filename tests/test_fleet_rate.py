@@ -16,14 +16,13 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from bench.measures import max_in_window, utilization
 from tests.fleet import (
     FLEET_LIMIT,
     FLEET_TIME_SCALE,
     FLEET_WINDOW_S,
     Fleet,
     SimProcess,
-    max_in_window,
-    utilization,
     worker_env,
 )
 from worker.jobs import make_job
@@ -79,7 +78,7 @@ async def check_exact_and_full(
     assert report["violations"] == 0, fleet.logs()[-3000:]
     assert max_in_window(arrivals, FLEET_WINDOW_S) == FLEET_LIMIT
     used = utilization(arrivals, FLEET_LIMIT, FLEET_WINDOW_S)
-    assert used >= 0.98, used
+    assert used is not None and used >= 0.98, used
     keys = AccountKeys(prefix, "default")
     results = [f for _, f in await redis.xrange(keys.results)]
     assert sorted(f["phone"] for f in results) == sorted(PHONES)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from bench.measures import max_in_window
 from tests.conftest import eventually
 from tests.fleet import (
     FLEET_LIMIT,
@@ -20,7 +21,6 @@ from tests.fleet import (
     FLEET_WINDOW_S,
     Fleet,
     SimProcess,
-    max_in_window,
     sim_report,
     worker_env,
     write_campaigns,

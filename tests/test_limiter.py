@@ -10,8 +10,8 @@ import asyncio
 
 from redis.asyncio import Redis
 
+from bench.measures import max_in_window
 from tests.conftest import make_settings
-from tests.fleet import max_in_window
 from worker.keys import AccountKeys
 from worker.limiter import MICROS, Limiter
 
