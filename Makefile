@@ -27,7 +27,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 demo: $(STAMP)
-	$(BIN)/ozonetel-purge demo
+	$(BIN)/ozonetel-purge --log-level warning demo
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
