@@ -175,3 +175,23 @@ async def test_retries_take_only_their_share_while_fresh_work_waits(
         lanes.append(fetched.delivery.lane)
     # Two retries within their share, then fresh work first, then the rest.
     assert lanes == ["retry"] * 2 + ["bulk"] * 10 + ["retry"] * 3
+
+
+async def test_silent_consumers_holding_nothing_are_forgotten_and_holders_kept(
+    redis: Redis, key_prefix: str
+) -> None:
+    keys, queue, limiter = _parts(redis, key_prefix)
+    await queue.ensure_groups()
+    await queue.enqueue_many([make_job("c", "9845000001"), make_job("c", "9845000002")])
+    done = await _fetch(queue, limiter, consumer="gone")
+    assert isinstance(done, Fetched)
+    recorder = Recorder(redis, keys, make_settings("unused", key_prefix))
+    await recorder.record(done.delivery, Record("deleted", "Deleted Successfully", 1))
+    held = await _fetch(queue, limiter, consumer="busy")
+    assert isinstance(held, Fetched)
+    await asyncio.sleep(0.05)
+
+    assert await queue.forget_idle_consumers(idle_s=60) == 0
+    assert await queue.forget_idle_consumers(idle_s=0.01) == 1
+    consumers = await redis.xinfo_consumers(keys.bulk, CONSUMER_GROUP)
+    assert [(c["name"], c["pending"]) for c in consumers] == [("busy", 1)]

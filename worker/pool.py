@@ -49,6 +49,10 @@ log = get_logger(__name__)
 
 # How often a paused or halted account looks again.
 PAUSED_POLL_S = 1.0
+# A consumer that holds nothing and has been silent this long (in visibility
+# timeouts, and at least an hour) is removed from the group: a process gone.
+CONSUMER_FORGET_VISIBILITIES = 10
+CONSUMER_FORGET_MIN_S = 3600.0
 # Waits between attempts while Redis cannot be reached.
 REDIS_OUTAGE_WAIT_S = 0.1
 REDIS_OUTAGE_WAIT_MAX_S = 5.0
@@ -267,6 +271,12 @@ class AccountWorker:
                 )
                 if moved:
                     self._log.warning("jobs.reclaimed", count=moved)
+                await self.queue.forget_idle_consumers(
+                    max(
+                        CONSUMER_FORGET_VISIBILITIES * self._settings.visibility_timeout_s,
+                        CONSUMER_FORGET_MIN_S,
+                    )
+                )
             except Exception as exc:  # noqa: BLE001 - a failed sweep is retried next interval
                 self._log.warning("jobs.reclaim_failed", error=exc)
             await wait_event(over, interval)

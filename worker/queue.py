@@ -188,6 +188,7 @@ class Queue:
         self._fetch = register(redis, "queue_fetch")
         self._retry = register(redis, "queue_retry")
         self._reclaim = register(redis, "queue_reclaim")
+        self._forget = register(redis, "queue_forget_consumers")
 
     async def ensure_groups(self) -> None:
         """Create the consumer group on both lanes (from their start) if missing."""
@@ -350,6 +351,17 @@ class Queue:
                 )
             )
         return moved
+
+    async def forget_idle_consumers(self, idle_s: float) -> int:
+        """Remove consumers that hold no job and were silent for ``idle_s``."""
+        forgotten = 0
+        for lane in LANES:
+            forgotten += int(
+                await self._forget(
+                    keys=[self._keys.lane(lane)], args=[CONSUMER_GROUP, round(idle_s * 1000)]
+                )
+            )
+        return forgotten
 
     async def counts(self) -> QueueCounts:
         async with self._redis.pipeline(transaction=False) as pipe:
