@@ -117,7 +117,15 @@ async def test_a_spent_budget_pauses_every_process_with_a_visible_reason(
             env=env, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, _ = await status.communicate()
-        await asyncio.sleep(1.0)
+
+        # The last token stays valid until its exp, and may be used until
+        # then; from that moment on, not one request.
+        async def last_token_expired() -> bool:
+            seconds, micros = await redis.time()
+            exp_ms = int(await redis.hget(keys.token, "exp_ms") or 0)
+            return seconds * 1000 + micros // 1000 > exp_ms + 500
+
+        await eventually(last_token_expired)
         before = len((await sim_report(sim.url))["requests"])
         await asyncio.sleep(2.0)
         after = await sim_report(sim.url)
