@@ -29,7 +29,7 @@ from worker.config import AccountSettings, Settings
 from worker.control import AccountExit
 from worker.errors import AccountHalted, TokenUnavailable
 from worker.events import wait_event
-from worker.jobs import unsendable_reason
+from worker.jobs import Job, unsendable_reason
 from worker.keys import AccountKeys
 from worker.limiter import Limiter, Permit
 from worker.logs import get_logger, register_secret
@@ -245,6 +245,12 @@ class AccountWorker:
             message = "not sent: " + refusal.replace("_", " ")
             await self._settler.finish(held, Record("dead", message, job.attempts, refusal))
             return
+        if held.token is not None and held.token.expired:
+            # The token ran out while this request waited for its permit, and
+            # no newer one exists (the budget may be spent): the vendor could
+            # only refuse it. Back it goes; the dispatcher waits for a token.
+            await self._put_back(held, job, "token.expired_before_send")
+            return
         token = held.token.value if held.token else None
         try:
             answer = await self._client.delete_record(
@@ -254,13 +260,16 @@ class AccountWorker:
         except TransportFailure as exc:
             verdict = transport_failure(str(exc))
         except NotSent:
-            # Nothing left this process: the permit goes back, the job waits
-            # for another, and no attempt is counted.
-            self._log.info("permit.expired_before_send", job_id=job.id)
-            await self.limiter.refund(held.permit)
-            await self._settler.retry(held, job, delay_s=0.0, counted=False)
+            await self._put_back(held, job, "permit.expired_before_send")
             return
         await self._settler.settle(held, job, verdict)
+
+    async def _put_back(self, held: Held, job: Job, why: str) -> None:
+        """Nothing left this process: the permit goes back, the job waits for
+        another, and no attempt is counted."""
+        self._log.info(why, job_id=job.id)
+        await self.limiter.refund(held.permit)
+        await self._settler.retry(held, job, delay_s=0.0, counted=False)
 
     async def _reclaim_until(self, over: asyncio.Event) -> None:
         interval = max(self._settings.visibility_timeout_s / 4, 0.5)
