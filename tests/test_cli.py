@@ -483,3 +483,14 @@ def test_results_follow_prints_new_results_until_interrupted(
         for stream in (follower.stdout, follower.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_dlq_refuses_a_reason_that_does_not_exist(
+    env: Env, store: SyncRedis, keys: AccountKeys
+) -> None:
+    add_letter(store, keys, "j1", "9876500001", "no_record")
+    for command in ("list", "replay", "purge"):
+        typo = cli(env, "dlq", command, "--reason", "no_recrod")
+        assert typo.exit_code == EXIT_USAGE
+        assert "not a dead-letter reason" in typo.output
+    assert store.xlen(keys.dlq) == 1

@@ -12,8 +12,6 @@ from typing import Literal
 Lane = Literal["urgent", "bulk", "retry"]
 # Producers queue on urgent or bulk; retries and dead-letter replays run on
 # their own lane, so that their share of the allowance can be capped.
-PRODUCER_LANES: tuple[Lane, ...] = ("urgent", "bulk")
-RETRY_LANE: Lane = "retry"
 # Every lane that holds jobs, in the order fetch looks at them.
 LANES: tuple[Lane, ...] = ("urgent", "retry", "bulk")
 
@@ -124,7 +122,3 @@ class AccountKeys:
     def job(self, job_id: str) -> str:
         """Hash of one job's state: attempts sent, terminal outcome. Expires."""
         return f"{self._base}:job:{job_id}"
-
-    @property
-    def job_prefix(self) -> str:
-        return f"{self._base}:job:"

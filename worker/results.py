@@ -22,31 +22,6 @@ from worker.queue import Delivery
 
 Terminal = Literal["deleted", "already_deleted", "dead"]
 
-RESULT_FIELDS = (
-    "job_id",
-    "account",
-    "campaign",
-    "phone",
-    "name",
-    "outcome",
-    "reason",
-    "message",
-    "attempts",
-    "enqueued_at",
-    "finished_at",
-)
-DEAD_LETTER_FIELDS = (
-    "job_id",
-    "account",
-    "campaign",
-    "phone",
-    "name",
-    "reason",
-    "message",
-    "attempts",
-    "failed_at",
-)
-
 
 @dataclass(frozen=True)
 class Record:

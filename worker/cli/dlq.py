@@ -22,15 +22,25 @@ from worker.cli.app import (
 from worker.cli.views import dead_letters_table
 from worker.config import Settings
 from worker.dead_letters import letters, purge, replay
+from worker.outcomes import DEAD_REASONS
 
 dlq_app = typer.Typer(
     help="Dead letters: jobs that failed for their own reasons (no_record, "
     "invalid_campaign, ...). List them, replay them as new jobs, or purge them.",
     no_args_is_help=True,
 )
+
+
+def _known_reason(reason: str | None) -> str | None:
+    # A mistyped reason would match nothing and look like an empty queue.
+    if reason is not None and reason not in DEAD_REASONS:
+        raise typer.BadParameter(f"not a dead-letter reason; one of {', '.join(DEAD_REASONS)}")
+    return reason
+
+
 ReasonOption = Annotated[
     str | None,
-    typer.Option(help="Only this reason: no_record, invalid_campaign, retries_exhausted, ..."),
+    typer.Option(help=f"Only this reason: {', '.join(DEAD_REASONS)}.", callback=_known_reason),
 ]
 
 
