@@ -18,9 +18,13 @@ field          required   meaning
 ``replay_of``  no         the job id this job replays from the dead letters
 =============  =========  ====================================================
 
-An entry without ``v=1`` or ``id`` is dead-lettered as ``malformed`` with its
-raw fields; one with an empty ``campaign`` or ``phone`` is dead-lettered as
-``missing_campaign`` or ``missing_phone`` without spending a permit.
+An entry without ``v=1`` or ``id``, with a field that is not UTF-8, or with
+an ``enqueued`` or ``attempts`` that is not a sane integer is dead-lettered as
+``malformed`` with its raw fields (in a readable form, see :func:`readable`);
+one with an empty ``campaign`` or ``phone`` is dead-lettered as
+``missing_campaign`` or ``missing_phone``, and one that fails the producers'
+own validation (:func:`make_job`'s rules) as ``invalid_job``, all without
+spending a permit: a raw ``XADD`` is held to the same rules as the API.
 """
 
 from __future__ import annotations
@@ -32,12 +36,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from worker.errors import BadInput
+from worker.outcomes import INVALID_JOB, MISSING_CAMPAIGN, MISSING_PHONE
 
 WIRE_VERSION = "1"
 MAX_TEXT = 255
 _JOB_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 # E.164 allows 15 digits; below 5 nothing is a dialable number.
 _PHONE = re.compile(r"\+?[0-9]{5,15}")
+# Bounds of the numeric wire fields. Epoch milliseconds from 2000 to 2200:
+# anything outside is a producer's bug, and a value past datetime's range
+# would break every view that shows it.
+MIN_EPOCH_MS = 946_684_800_000
+MAX_EPOCH_MS = 7_258_118_400_000
+MAX_WIRE_ATTEMPTS = 1_000
+# What a record or a dead letter keeps of a field that came off the wire:
+# enough to recognise and mend it, never megabytes.
+MAX_KEPT_CHARS = 512
+# The digits of a bounded integer field; more is refused before int() reads it.
+_WIRE_INT = re.compile(r"[0-9]{1,13}")
 _PHONE_DECORATION = re.compile(r"[\s\-().]")
 
 
@@ -50,6 +66,9 @@ class Job:
     enqueued_ms: int | None = None
     attempts: int = 0
     replay_of: str | None = None
+    # The id came from the producer (an idempotency key), not from us: it is
+    # claimed when queued, so another number cannot reuse it. Not on the wire.
+    caller_id: bool = False
 
     def to_fields(self) -> dict[str, str]:
         """The stream entry's fields; optional ones only when they carry news."""
@@ -74,26 +93,71 @@ class MalformedEntry(ValueError):
 
 
 def from_fields(fields: Mapping[str, str], entry_id: str) -> Job:
-    """Read a stream entry; raise :class:`MalformedEntry` when it is not a job."""
+    """Read a stream entry; raise :class:`MalformedEntry` when it is not a job.
+
+    The client decodes replies with ``surrogateescape``, so a value that was
+    not UTF-8 arrives holding lone surrogates: such an entry is refused here,
+    before any of its text reaches the vendor, a log line or a terminal.
+    """
     if fields.get("v") != WIRE_VERSION:
-        raise MalformedEntry(f"unsupported or missing version v={fields.get('v')!r}")
+        raise MalformedEntry(
+            f"unsupported or missing version v={readable(fields.get('v', ''), 32)!r}"
+        )
     job_id = fields.get("id", "")
     if not _JOB_ID.fullmatch(job_id):
         raise MalformedEntry("missing or invalid id")
-    try:
-        attempts = int(fields.get("attempts", "0"))
-        enqueued = int(fields["enqueued"]) if "enqueued" in fields else _entry_ms(entry_id)
-    except ValueError:
-        raise MalformedEntry("attempts and enqueued must be integers") from None
+    for name, value in fields.items():
+        if not _is_utf8(name) or not _is_utf8(value):
+            raise MalformedEntry(f"field {readable(name, 32)!r} is not UTF-8")
+    attempts = _wire_int(fields, "attempts", 0, MAX_WIRE_ATTEMPTS)
+    enqueued = _wire_int(fields, "enqueued", MIN_EPOCH_MS, MAX_EPOCH_MS)
+    replay_of = fields.get("replay_of") or None
+    if replay_of is not None and not _JOB_ID.fullmatch(replay_of):
+        raise MalformedEntry("replay_of is not a job id")
     return Job(
         id=job_id,
         campaign=fields.get("campaign", "").strip(),
         phone=fields.get("phone", "").strip(),
         name=fields.get("name", ""),
-        enqueued_ms=enqueued,
-        attempts=max(attempts, 0),
-        replay_of=fields.get("replay_of") or None,
+        enqueued_ms=_entry_ms(entry_id) if enqueued is None else enqueued,
+        attempts=attempts or 0,
+        replay_of=replay_of,
     )
+
+
+def _wire_int(fields: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    """A bounded integer field, None when absent; :class:`MalformedEntry` when not one."""
+    if name not in fields:
+        return None
+    raw = fields[name]
+    value = int(raw) if _WIRE_INT.fullmatch(raw) else -1
+    if not low <= value <= high:
+        raise MalformedEntry(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+def _is_utf8(text: str) -> bool:
+    # Lone surrogates are what surrogateescape made of bytes that were not UTF-8.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def readable(text: str, limit: int = MAX_KEPT_CHARS) -> str:
+    """``text`` as UTF-8 that shows what it held: bytes that were not UTF-8 as
+    ``\\xff`` escapes, and at most ``limit`` characters, marked when cut.
+
+    For the fields of a record or a dead letter that came off the wire: they
+    must survive a JSON encoder, a terminal and an operator's eyes, and still
+    tell which entry it was.
+    """
+    if not _is_utf8(text):
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if len(text) > limit:
+        return f"{text[:limit]}...[{len(text) - limit} more characters]"
+    return text
 
 
 def _entry_ms(entry_id: str) -> int:
@@ -103,9 +167,21 @@ def _entry_ms(entry_id: str) -> int:
 def unsendable_reason(job: Job) -> str | None:
     """The dead-letter reason of a job that must not cost a permit, if any."""
     if not job.campaign:
-        return "missing_campaign"
+        return MISSING_CAMPAIGN
     if not job.phone:
-        return "missing_phone"
+        return MISSING_PHONE
+    if invalid_reason(job) is not None:
+        return INVALID_JOB
+    return None
+
+
+def invalid_reason(job: Job) -> str | None:
+    """Why ``job`` breaks :func:`make_job`'s rules, or None: the producers'
+    validation, applied again to what came off the wire."""
+    try:
+        make_job(job.campaign, job.phone, job.name, job.id)
+    except BadInput as exc:
+        return str(exc)
     return None
 
 
@@ -163,4 +239,10 @@ def make_job(
         raise BadInput("name must be printable and at most 255 characters")
     if job_id is not None and not _JOB_ID.fullmatch(job_id):
         raise BadInput("job id must be 1-64 characters of A-Z a-z 0-9 . _ : -")
-    return Job(id=job_id or new_job_id(), campaign=campaign, phone=phone, name=name)
+    return Job(
+        id=job_id or new_job_id(),
+        campaign=campaign,
+        phone=phone,
+        name=name,
+        caller_id=job_id is not None,
+    )

@@ -32,6 +32,8 @@ MISSING_CAMPAIGN = "missing_campaign"
 MISSING_PHONE = "missing_phone"
 INVALID_JSON = "invalid_json"
 MALFORMED = "malformed"
+# A job that fails the producers' own validation (a raw XADD): never sent.
+INVALID_JOB = "invalid_job"
 RETRIES_EXHAUSTED = "retries_exhausted"
 UNCLASSIFIED = "unclassified"
 DEAD_REASONS = (
@@ -41,6 +43,7 @@ DEAD_REASONS = (
     MISSING_PHONE,
     INVALID_JSON,
     MALFORMED,
+    INVALID_JOB,
     RETRIES_EXHAUSTED,
     UNCLASSIFIED,
 )

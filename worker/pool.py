@@ -29,11 +29,12 @@ from worker.config import AccountSettings, Settings
 from worker.control import AccountExit
 from worker.errors import AccountHalted, TokenUnavailable
 from worker.events import wait_event
-from worker.jobs import Job, unsendable_reason
+from worker.jobs import Job, invalid_reason, unsendable_reason
 from worker.keys import AccountKeys
 from worker.limiter import Limiter, Permit
 from worker.logs import get_logger, register_secret
 from worker.outcomes import (
+    INVALID_JOB,
     MALFORMED,
     RETRIES_EXHAUSTED,
     classify_delete,
@@ -242,7 +243,8 @@ class AccountWorker:
         if refusal is not None:
             # Dead before it costs the vendor anything: the permit goes back.
             await self.limiter.refund(held.permit)
-            message = "not sent: " + refusal.replace("_", " ")
+            why = invalid_reason(job) if refusal == INVALID_JOB else None
+            message = "not sent: " + (why or refusal.replace("_", " "))
             await self._settler.finish(held, Record("dead", message, job.attempts, refusal))
             return
         if held.token is not None and held.token.expired:

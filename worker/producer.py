@@ -7,11 +7,16 @@
 Jobs are validated with :func:`worker.jobs.make_job` before anything reaches
 Redis, and a batch is all or nothing: one bad item refuses the whole batch.
 
-A caller-supplied job id is an idempotency key: enqueueing an id that already
-has a terminal record returns that job as a duplicate and queues nothing. A
-job whose (campaign, phone) is already queued or in flight is a duplicate too
-(the queue's own de-duplication); that receipt's id never gets a record of
-its own, the job already queued will.
+A caller-supplied job id is an idempotency key, claimed when first queued by
+its (campaign, phone) and its producer (``owner``, the HTTP API's producer
+name; empty for Python callers who give none). Enqueueing the same id for the
+same number again, queued or finished, returns a duplicate and queues
+nothing; the same id for another number, or from another producer, is a
+*conflict*: nothing is queued and the receipt says so. Both are decided in
+the same atomic step as the enqueue. A job whose (campaign, phone) is
+already queued or in flight is a duplicate too (the queue's own
+de-duplication); that receipt's id never gets a record of its own, the job
+already queued will.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from worker.connection import redis_client
 from worker.errors import BadInput, ConfigError
 from worker.jobs import WIRE_VERSION, Job, MalformedEntry, from_fields, make_job
 from worker.keys import AccountKeys, Lane
-from worker.queue import ENQUEUE_BATCH, Queue
+from worker.queue import Queue
 from worker.results import result_view
 
 State = Literal["finished", "unknown"]
@@ -48,10 +53,13 @@ WAIT_SLICE_S = 5.0
 
 @dataclass(frozen=True)
 class Receipt:
-    """What enqueueing one job did: ``duplicate`` means nothing new was queued."""
+    """What enqueueing one job did: ``duplicate`` means nothing new was queued
+    because that deletion is queued or done already; ``conflict`` means
+    nothing was queued because the id belongs to another number or producer."""
 
     job_id: str
     duplicate: bool
+    conflict: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,39 +226,43 @@ class Producer:
         """
         return await self.enqueue_jobs(jobs_from_items(items, normalize=normalize), urgent=urgent)
 
-    async def enqueue_jobs(self, jobs: Sequence[Job], *, urgent: bool = False) -> list[Receipt]:
-        """Queue already validated jobs (see :func:`job_from_item`); ids must be unique."""
+    async def enqueue_jobs(
+        self, jobs: Sequence[Job], *, urgent: bool = False, owner: str = ""
+    ) -> list[Receipt]:
+        """Queue already validated jobs (see :func:`job_from_item`); ids must be unique.
+
+        ``owner`` names the producer: a caller's id is claimed for it.
+        """
         ids = [job.id for job in jobs]
         if len(set(ids)) != len(ids):
             raise BadInput("job ids repeat within one batch; nothing was queued")
-        finished = await self._finished_among(ids)
         lane: Lane = "urgent" if urgent else "bulk"
-        result = await self._queue.enqueue_many((j for j in jobs if j.id not in finished), lane)
-        queued = set(result.queued)
-        return [Receipt(job_id, duplicate=job_id not in queued) for job_id in ids]
+        result = await self._queue.enqueue_many(jobs, lane, owner=owner)
+        queued, conflicts = set(result.queued), set(result.conflicts)
+        return [
+            Receipt(
+                job_id,
+                duplicate=job_id not in queued and job_id not in conflicts,
+                conflict=job_id in conflicts,
+            )
+            for job_id in ids
+        ]
 
-    async def _finished_among(self, ids: Sequence[str]) -> set[str]:
-        """The ids that already have a terminal record: an idempotent replay."""
-        finished: set[str] = set()
-        for start in range(0, len(ids), ENQUEUE_BATCH):
-            chunk = ids[start : start + ENQUEUE_BATCH]
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for job_id in chunk:
-                    pipe.hexists(self._keys.job(job_id), "outcome")
-                replies = await pipe.execute()
-            finished.update(job_id for job_id, done in zip(chunk, replies, strict=True) if done)
-        return finished
-
-    async def status(self, job_id: str) -> JobStatus:
+    async def status(self, job_id: str, *, owner: str | None = None) -> JobStatus:
         """The job's terminal record if it has one, else state ``unknown``.
 
         ``unknown`` means queued, in flight, or never seen: to keep the memory
         of a queued job small, the product keeps no per-job key until the job
-        ends. The record itself expires after ``OZP_RESULT_TTL_S``.
+        ends (but for a caller's id, claimed when queued). The record itself
+        expires after ``OZP_RESULT_TTL_S``. With ``owner``, a job that another
+        producer queued reads as never seen: one producer cannot read, nor
+        probe for, another's ids.
         """
         if not _valid_job_id(job_id):
             raise BadInput("job id must be 1-64 characters of A-Z a-z 0-9 . _ : -")
         record = _texts(await self._redis.hgetall(self._keys.job(job_id)))
+        if owner is not None and record.get("owner", "") != owner:
+            return JobStatus(job_id, self.account, "unknown")
         if "outcome" not in record:
             return JobStatus(job_id, self.account, "unknown")
         result_id = record.get("result_id", "")

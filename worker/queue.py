@@ -19,6 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from worker.config import DEFAULT_RESULT_TTL_S
 from worker.jobs import WIRE_VERSION, Job, MalformedEntry, from_fields
 from worker.keys import CONSUMER_GROUP, LANES, AccountKeys, Lane, accounts_key
 from worker.limiter import Permit
@@ -97,6 +98,9 @@ FetchResult = Fetched | Early | Late | Paused | Empty
 # A job's verdict in queue_enqueue.lua's reply.
 QUEUED = "1"
 DUPLICATE = "0"
+CONFLICT = "2"  # its id belongs to another number or another producer
+# The mark of a job that claims its (caller-supplied) id, in the packed batch.
+CLAIM = "1"
 OnBatch = Callable[[Sequence[Job], str], None]
 
 
@@ -104,6 +108,7 @@ OnBatch = Callable[[Sequence[Job], str], None]
 class EnqueueResult:
     queued: list[str] = field(default_factory=list)  # job ids
     duplicates: list[str] = field(default_factory=list)  # job ids skipped
+    conflicts: list[str] = field(default_factory=list)  # ids taken by another number
 
 
 @dataclass(frozen=True)
@@ -132,14 +137,16 @@ class QueueCounts:
         return self.queued + self.in_flight + self.delayed
 
 
-def _enqueue_args(batch: Sequence[Job]) -> list[str | bytes]:
-    """ARGV of queue_enqueue.lua: version, separator, end, then the jobs in one string."""
+def _enqueue_args(batch: Sequence[Job], owner: str, claim_ttl_s: int) -> list[str | bytes | int]:
+    """ARGV of queue_enqueue.lua: version, separator, end, the jobs in one
+    string, the producer and how long a claim lasts."""
     separator, end = _TEXT_DELIMITERS
     packed: list[str] = []
     extra_parts = 0
     for job in batch:
+        claim = CLAIM if _claims(job, owner) else ""
         head = (
-            f"{job.dedupe_digest}{separator}{job.id}{separator}{job.campaign}"
+            f"{job.dedupe_digest}{separator}{job.id}{separator}{claim}{separator}{job.campaign}"
             f"{separator}{job.phone}{separator}{job.name}"
         )
         if job.enqueued_ms is None and not job.attempts and not job.replay_of:
@@ -149,18 +156,34 @@ def _enqueue_args(batch: Sequence[Job]) -> list[str | bytes]:
             extra_parts += len(extra)
             packed.append(separator.join([head, *extra]) + end)
     text = "".join(packed)
-    if text.count(separator) == 4 * len(batch) + extra_parts and text.count(end) == len(batch):
-        return [WIRE_VERSION, separator, end, text]
+    tail: list[str | bytes | int] = [owner, claim_ttl_s]
+    if text.count(separator) == 5 * len(batch) + extra_parts and text.count(end) == len(batch):
+        return [WIRE_VERSION, separator, end, text, *tail]
     # A field holds a delimiter: the slower way, safe for any text.
     separator_byte, end_byte = _BYTE_DELIMITERS
     jobs = b"".join(
-        separator_byte.join([part.encode() for part in _parts(job)]) + end_byte for job in batch
+        separator_byte.join([part.encode() for part in _parts(job, owner)]) + end_byte
+        for job in batch
     )
-    return [WIRE_VERSION, separator_byte, end_byte, jobs]
+    return [WIRE_VERSION, separator_byte, end_byte, jobs, *tail]
 
 
-def _parts(job: Job) -> list[str]:
-    return [job.dedupe_digest, job.id, job.campaign, job.phone, job.name, *_extra_fields(job)]
+def _claims(job: Job, owner: str) -> bool:
+    """Whether the job claims its id: a caller's id always; with a named
+    producer every id, so that it can read its own jobs and only those."""
+    return job.caller_id or bool(owner)
+
+
+def _parts(job: Job, owner: str) -> list[str]:
+    return [
+        job.dedupe_digest,
+        job.id,
+        CLAIM if _claims(job, owner) else "",
+        job.campaign,
+        job.phone,
+        job.name,
+        *_extra_fields(job),
+    ]
 
 
 def _extra_fields(job: Job) -> list[str]:
@@ -181,9 +204,14 @@ def _delivery(lane: Lane, entry_id: str, fields: dict[str, str]) -> Delivery:
 
 
 class Queue:
-    def __init__(self, redis: Redis, keys: AccountKeys) -> None:
+    def __init__(
+        self, redis: Redis, keys: AccountKeys, claim_ttl_s: int = DEFAULT_RESULT_TTL_S
+    ) -> None:
         self._redis = redis
         self._keys = keys
+        # A claimed id is kept as long as its record will be: the claim is
+        # the record's first half.
+        self._claim_ttl_s = claim_ttl_s
         self._enqueue = register(redis, "queue_enqueue")
         self._fetch = register(redis, "queue_fetch")
         self._retry = register(redis, "queue_retry")
@@ -201,26 +229,33 @@ class Queue:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    async def enqueue_many(self, jobs: Iterable[Job], lane: Lane = "bulk") -> EnqueueResult:
+    async def enqueue_many(
+        self, jobs: Iterable[Job], lane: Lane = "bulk", *, owner: str = ""
+    ) -> EnqueueResult:
         """Queue jobs in pipelined batches; duplicates of queued work are skipped."""
         result = EnqueueResult()
+        kinds = {QUEUED: result.queued, DUPLICATE: result.duplicates, CONFLICT: result.conflicts}
 
         def record(batch: Sequence[Job], verdicts: str) -> None:
             for job, verdict in zip(batch, verdicts, strict=True):
-                (result.queued if verdict == QUEUED else result.duplicates).append(job.id)
+                kinds[verdict].append(job.id)
 
-        await self.enqueue_stream(jobs, lane, record)
+        await self.enqueue_stream(jobs, lane, record, owner=owner)
         return result
 
     async def enqueue(self, job: Job, lane: Lane = "bulk") -> bool:
         """Queue one job; False if the same (campaign, phone) is already queued."""
         return bool((await self.enqueue_many([job], lane)).queued)
 
-    async def enqueue_stream(self, jobs: Iterable[Job], lane: Lane, on_batch: OnBatch) -> None:
+    async def enqueue_stream(
+        self, jobs: Iterable[Job], lane: Lane, on_batch: OnBatch, *, owner: str = ""
+    ) -> None:
         """Queue jobs as ``jobs`` yields them, in batches of :data:`ENQUEUE_BATCH`.
 
         ``on_batch(batch, verdicts)`` hears of each batch in order, with one
-        character per job: :data:`QUEUED` or :data:`DUPLICATE`. Nothing is
+        character per job: :data:`QUEUED`, :data:`DUPLICATE` or
+        :data:`CONFLICT` (only a job with a caller's id, ``caller_id``, can
+        conflict: its id is claimed for its number and ``owner``). Nothing is
         kept between batches, so memory stays flat however long ``jobs`` is.
 
         One batch is at Redis while the next is read and packed: the server
@@ -228,7 +263,7 @@ class Queue:
         batches still run one after the other, in order, so the first of two
         equal rows is the one queued.
         """
-        keys = [self._keys.lane(lane), self._keys.pending]
+        lane_keys = [self._keys.lane(lane), self._keys.pending]
         in_flight: tuple[list[Job], asyncio.Task[str]] | None = None
         registered = False
 
@@ -253,7 +288,8 @@ class Queue:
                     await asyncio.sleep(0)
                 if not batch:
                     break
-                args = _enqueue_args(batch)
+                args = _enqueue_args(batch, owner, self._claim_ttl_s)
+                keys = lane_keys + [self._keys.job(job.id) for job in batch if _claims(job, owner)]
                 if not registered:
                     # Only once there is a job: a file refused at its header
                     # leaves no trace of its account.

@@ -15,12 +15,17 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from worker.config import Settings
-from worker.jobs import dedupe_digest
+from worker.jobs import readable
 from worker.keys import CONSUMER_GROUP, AccountKeys
 from worker.lua import register
 from worker.queue import Delivery
 
 Terminal = Literal["deleted", "already_deleted", "dead"]
+# A malformed entry's raw fields, as kept in its dead letter.
+MAX_RAW_CHARS = 4096
+# Digits of the longest number a view reads from a stream field: epoch
+# milliseconds need 13; more is a value nobody wrote on purpose.
+MAX_MS_DIGITS = 15
 
 
 @dataclass(frozen=True)
@@ -41,37 +46,44 @@ class Recorder:
         self._record = register(redis, "results_record")
 
     async def record(self, delivery: Delivery, record: Record) -> bool:
-        """Write the job's terminal record and ack it; False if it already had one."""
+        """Write the job's terminal record and ack it; False if it already had one.
+
+        Only a job that parsed names the id it is recorded under, and only if
+        that id is its own (``results_record.lua`` checks the claim); a
+        malformed entry is recorded under its own id, so whatever id it
+        carries, it can never speak for another job.
+        """
         fields = delivery.fields
-        job_id = delivery.job.id if delivery.job else fields.get("id") or delivery.entry_id
-        campaign = fields.get("campaign", "")
-        phone = fields.get("phone", "")
+        job = delivery.job
+        own_id = entry_record_id(delivery)
         enqueued = (
-            delivery.job.enqueued_ms
-            if delivery.job and delivery.job.enqueued_ms is not None
+            job.enqueued_ms
+            if job and job.enqueued_ms is not None
             else int(delivery.entry_id.split("-", 1)[0])
         )
         result = {
-            "job_id": job_id,
+            "job_id": job.id if job else own_id,
             "account": self._keys.account,
-            "campaign": campaign,
-            "phone": phone,
-            "name": fields.get("name", ""),
+            "campaign": readable(fields.get("campaign", "")),
+            "phone": readable(fields.get("phone", "")),
+            "name": readable(fields.get("name", "")),
             "outcome": record.outcome,
             "reason": record.reason or "",
-            "message": record.message,
+            "message": readable(record.message),
             "attempts": str(record.attempts),
             "enqueued_at": str(enqueued),
         }
         extra: dict[str, str] = {}
         if record.outcome == "dead":
             extra["lane"] = delivery.lane
-            if delivery.job is None:
-                # Keep what the producer sent, so the entry can be mended and replayed.
-                extra["raw"] = json.dumps(fields, sort_keys=True)
+            if job is None:
+                # Keep what the producer sent, readable and bounded, so the
+                # entry can be recognised, mended and replayed.
+                raw = {readable(k, 64): readable(v) for k, v in fields.items()}
+                extra["raw"] = readable(json.dumps(raw, sort_keys=True), MAX_RAW_CHARS)
         # A directly XADDed job may carry no de-duplication mark; SREM of a
         # digest nobody added is harmless.
-        digest = dedupe_digest(campaign, phone) if delivery.job else ""
+        digest = job.dedupe_digest if job else ""
         args: list[str | int] = [
             CONSUMER_GROUP,
             delivery.entry_id,
@@ -79,6 +91,7 @@ class Recorder:
             digest,
             self._settings.result_ttl_s,
             self._settings.stream_maxlen,
+            own_id,
             len(result),
         ]
         for name, value in [*result.items(), *extra.items()]:
@@ -88,13 +101,23 @@ class Recorder:
                 self._keys.lane(delivery.lane),
                 self._keys.results,
                 self._keys.dlq,
-                self._keys.job(job_id),
+                self._keys.job(job.id if job else own_id),
                 self._keys.stats,
                 self._keys.pending,
+                self._keys.job(own_id),
             ],
             args=args,
         )
         return bool(recorded)
+
+
+def entry_record_id(delivery: Delivery) -> str:
+    """The id an entry is recorded under when it cannot use the one it names.
+
+    Unique per stream entry, stable across deliveries of that entry, and
+    never a producer's id: ``@`` is outside the ids producers may send.
+    """
+    return f"{delivery.lane}@{delivery.entry_id}"
 
 
 def result_view(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -108,7 +131,7 @@ def result_view(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
         "outcome": fields.get("outcome"),
         "reason": fields.get("reason") or None,
         "message": fields.get("message", ""),
-        "attempts": int(fields.get("attempts", "0")),
+        "attempts": _count(fields.get("attempts")),
         "enqueued_at": _ms_or_none(fields.get("enqueued_at")),
         "finished_at": _ms_or_none(fields.get("finished_at")),
         "entry_id": entry_id,
@@ -125,14 +148,26 @@ def dead_letter_view(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
         "name": fields.get("name") or "",
         "reason": fields.get("reason"),
         "message": fields.get("message", ""),
-        "attempts": int(fields.get("attempts", "0")),
+        "attempts": _count(fields.get("attempts")),
         "failed_at": _ms_or_none(fields.get("failed_at")),
         "entry_id": entry_id,
     }
 
 
 def _ms_or_none(value: str | None) -> str | None:
-    """Epoch milliseconds as ISO 8601 UTC, the form the JSON output promises."""
-    if not value or not value.isdigit():
+    """Epoch milliseconds as ISO 8601 UTC, the form the JSON output promises;
+    None for anything else, however it got into the stream."""
+    if not value or not (value.isascii() and value.isdigit()) or len(value) > MAX_MS_DIGITS:
         return None
-    return datetime.fromtimestamp(int(value) / 1000, tz=UTC).isoformat(timespec="milliseconds")
+    try:
+        moment = datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return moment.isoformat(timespec="milliseconds")
+
+
+def _count(value: str | None) -> int:
+    """A non-negative count from a stream field; 0 when it is not one."""
+    if not value or not (value.isascii() and value.isdigit()) or len(value) > MAX_MS_DIGITS:
+        return 0
+    return int(value)

@@ -3,47 +3,65 @@
 -- or taken over from a slow holder) is only acknowledged again.
 --
 -- KEYS[1]  the lane stream       KEYS[2]  results stream
--- KEYS[3]  dead-letter stream    KEYS[4]  the job's status hash
+-- KEYS[3]  dead-letter stream    KEYS[4]  status hash of the id the entry names
 -- KEYS[5]  counters hash         KEYS[6]  de-duplication set
+-- KEYS[7]  status hash of the entry's own id (lane@entry id)
 -- ARGV[1]  consumer group        ARGV[2]  the job's entry id ('' if none)
 -- ARGV[3]  outcome: deleted | already_deleted | dead
--- ARGV[4]  de-duplication digest ('' if none)
+-- ARGV[4]  de-duplication digest of the entry's (campaign, phone) ('' if none)
 -- ARGV[5]  status TTL, s         ARGV[6]  approximate cap of both streams
--- ARGV[7]  n: number of result fields; ARGV[8 .. 7+2n] their names and values;
---          then the dead letter's extra name/value pairs, when outcome is dead
+-- ARGV[7]  the entry's own id, used when the named id is another number's
+-- ARGV[8]  n: number of result fields; ARGV[9 .. 8+2n] their names and values,
+--          job_id first; then the dead letter's extra name/value pairs, when
+--          outcome is dead
 -- Returns  1 if recorded now, 0 if the job already had its record
-local function ack()
+--
+-- Invariants: a record is written only under an id the entry owns. An id
+-- belongs to the (campaign, phone) that claimed it first, at enqueue (a
+-- caller's id) or here (an id nobody claimed); an entry naming an id that
+-- another number holds is recorded under its own id, lane@entry, which no
+-- producer can send (the '@'). And the entry's digest is released however
+-- it ends, so no number stays marked as queued after its job.
+local status = KEYS[4]
+local fields = {}
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+local claimed = redis.call('HGET', status, 'digest')
+if claimed and claimed ~= '' and claimed ~= ARGV[4] then
+  status = KEYS[7]
+  fields[2] = ARGV[7]
+end
+
+local function release_and_ack()
+  if ARGV[4] ~= '' then redis.call('SREM', KEYS[6], ARGV[4]) end
   if ARGV[2] ~= '' then
     redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
     redis.call('XDEL', KEYS[1], ARGV[2])
   end
 end
 
-if redis.call('HEXISTS', KEYS[4], 'outcome') == 1 then
-  ack()
+if redis.call('HEXISTS', status, 'outcome') == 1 then
+  release_and_ack()
   return 0
 end
 
 local t = redis.call('TIME')
 local now_ms = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-local n = tonumber(ARGV[7])
+local n = tonumber(ARGV[8])
 local result = {}
-for i = 8, 7 + 2 * n do result[#result + 1] = ARGV[i] end
+for i = 1, 2 * n do result[i] = fields[i] end
 result[#result + 1] = 'finished_at'
 result[#result + 1] = now_ms
 local result_id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(result))
 
 if ARGV[3] == 'dead' then
-  local letter = {}
-  for i = 8, #ARGV do letter[#letter + 1] = ARGV[i] end
-  letter[#letter + 1] = 'failed_at'
-  letter[#letter + 1] = now_ms
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(letter))
+  fields[#fields + 1] = 'failed_at'
+  fields[#fields + 1] = now_ms
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(fields))
 end
 
-redis.call('HSET', KEYS[4], 'outcome', ARGV[3], 'result_id', result_id, 'finished_at', now_ms)
-redis.call('EXPIRE', KEYS[4], tonumber(ARGV[5]))
+redis.call('HSET', status, 'outcome', ARGV[3], 'result_id', result_id, 'finished_at', now_ms)
+if ARGV[4] ~= '' then redis.call('HSET', status, 'digest', ARGV[4]) end
+redis.call('EXPIRE', status, tonumber(ARGV[5]))
 redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
-if ARGV[4] ~= '' then redis.call('SREM', KEYS[6], ARGV[4]) end
-ack()
+release_and_ack()
 return 1

@@ -23,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from worker.config import Settings
 from worker.control import halt_account
 from worker.errors import AccountHalted, TokenUnavailable
-from worker.jobs import Job
+from worker.jobs import Job, readable
 from worker.keys import AccountKeys
 from worker.limiter import Limiter, Permit
 from worker.logs import get_logger
@@ -130,14 +130,15 @@ class Settler:
     async def finish(self, held: Held, record: Record) -> None:
         recorded = await self.durably(lambda: self._recorder.record(held.delivery, record))
         fields = held.delivery.fields
+        # Off the wire, these may be anything: bounded and readable in the log.
         self._log.info(
             "job.finished",
-            job_id=fields.get("id", held.delivery.entry_id),
+            job_id=readable(fields.get("id", held.delivery.entry_id), 80),
             outcome=record.outcome,
             reason=record.reason,
             attempts=record.attempts,
             latency_ms=round((time.monotonic() - held.fetched_mono) * 1000, 1),
-            phone=fields.get("phone", ""),
+            phone=readable(fields.get("phone", ""), 40),
             duplicate_delivery=not recorded,
         )
 
