@@ -17,11 +17,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 # Only what the wheel is made of; .dockerignore keeps the rest (and any .env)
 # out of the build context altogether.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY worker ./worker
 # Every dependency as a wheel here, so the runtime stage installs offline and
-# needs no compiler.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# needs no compiler; at the versions constraints.txt pins, so the image has
+# the packages CI tested (`make lock` updates them).
+RUN pip wheel --no-cache-dir --constraint constraints.txt --wheel-dir /wheels .
 
 # ---- runtime ---------------------------------------------------------------
 FROM python:3.11-slim-bookworm

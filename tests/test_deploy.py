@@ -175,6 +175,52 @@ def test_dockerignore_keeps_credentials_out_and_the_package_in() -> None:
         assert not _dockerignored(source), f"{source} is needed by the build"
 
 
+# ---- constraints.txt ----------------------------------------------------------
+
+
+def _pins() -> dict[str, str]:
+    """Normalised name -> version for every line of constraints.txt."""
+    pins: dict[str, str] = {}
+    for raw in (ROOT / "constraints.txt").read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        pin = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line)
+        assert pin, f"{line!r}: every line of constraints.txt is an exact name==version pin"
+        pins[re.sub(r"[-_.]+", "-", pin[1]).lower()] = pin[2]
+    return pins
+
+
+def test_constraints_pin_every_declared_dependency_within_its_range() -> None:
+    # A dependency added to pyproject.toml without `make lock` would install
+    # unpinned: builds of one commit could then differ.
+    requirements = pytest.importorskip("packaging.requirements")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [*project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        declared += extra
+    pins = _pins()
+    for text in declared:
+        requirement = requirements.Requirement(text)
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        assert name in pins, f"{text}: not in constraints.txt; run `make lock`"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{text}: constraints.txt pins {pins[name]}; run `make lock`"
+        )
+
+
+def test_every_install_takes_its_versions_from_constraints() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    installs = re.findall(r"\$\(BIN\)/pip install [^\n]*", makefile)
+    assert installs and all("-c constraints.txt" in line for line in installs), installs
+    stamp_rule = re.search(r"^\$\(STAMP\):(.*)$", makefile, re.MULTILINE)
+    assert stamp_rule and "constraints.txt" in stamp_rule[1].split(), "reinstall on a new lock"
+    wheels = [args for name, args in _instructions() if name == "RUN" and "pip wheel" in args]
+    assert wheels and all("constraints.txt" in args for args in wheels), wheels
+
+
 # ---- docker compose -----------------------------------------------------------
 
 
