@@ -207,24 +207,31 @@ class Producer:
         urgent: bool = False,
         job_id: str | None = None,
         normalize: bool = False,
+        owner: str = "",
     ) -> Receipt:
         """Queue one deletion; raise :class:`BadInput` when the job is invalid."""
         job = job_from_item(
             {"campaign": campaign, "phone": phone, "name": name, "job_id": job_id},
             normalize=normalize,
         )
-        (receipt,) = await self.enqueue_jobs([job], urgent=urgent)
+        (receipt,) = await self.enqueue_jobs([job], urgent=urgent, owner=owner)
         return receipt
 
     async def enqueue_many(
-        self, items: Iterable[Item], *, urgent: bool = False, normalize: bool = False
+        self,
+        items: Iterable[Item],
+        *,
+        urgent: bool = False,
+        normalize: bool = False,
+        owner: str = "",
     ) -> list[Receipt]:
         """Queue many deletions, pipelined; one receipt per item, in order.
 
         Every item is validated first: if any is bad, :class:`BadInput` names
         it by index and nothing is queued.
         """
-        return await self.enqueue_jobs(jobs_from_items(items, normalize=normalize), urgent=urgent)
+        jobs = jobs_from_items(items, normalize=normalize)
+        return await self.enqueue_jobs(jobs, urgent=urgent, owner=owner)
 
     async def enqueue_jobs(
         self, jobs: Sequence[Job], *, urgent: bool = False, owner: str = ""
