@@ -5,9 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from worker.config import DEFAULT_BASE_URL, Secret, load_settings
+from worker.config import (
+    _ACCOUNT_ENV,
+    _GLOBAL_ENV,
+    DEFAULT_BASE_URL,
+    Secret,
+    Settings,
+    load_settings,
+)
 from worker.errors import ConfigError
+
+API_KEY = "sk-live-4d2f9a0c77e1b3aa"
+PRODUCER_KEY = "producer-key-5b7e91c2d4"
 
 
 def test_defaults_are_the_vendors_numbers() -> None:
@@ -25,7 +37,7 @@ def test_defaults_are_the_vendors_numbers() -> None:
 def test_the_environment_describes_one_account_and_overrides_toml(tmp_path: Path) -> None:
     config = tmp_path / "ozp.toml"
     config.write_text(
-        'concurrency = 8\n[producers]\ncrm = "0123456789abcdef0123"\n'
+        'concurrency = 8\n[producers.crm]\nkey = "0123456789abcdef0123"\naccounts = ["eu"]\n'
         '[accounts.default]\nusername = "file-user"\nrate_limit = 50\n'
         '[accounts.eu]\nbase_url = "https://api.ccaas.ozonetel.com"\napi_key = "eu-key"\n'
         'username = "eu-user"\nauth_mode = "apikey"\nrate_cap_per_day = 5000\n'
@@ -46,6 +58,9 @@ def test_the_environment_describes_one_account_and_overrides_toml(tmp_path: Path
     eu = settings.account("eu")
     assert eu.auth_mode == "apikey" and [c.limit for c in eu.rate_caps] == [100, 5000]
     assert settings.producer_keys["crm"].reveal() == "0123456789abcdef0123"
+    assert settings.producer_may_use("crm", "eu") and not settings.producer_may_use(
+        "crm", "default"
+    )
 
 
 def test_secrets_do_not_print_themselves() -> None:
@@ -57,8 +72,25 @@ def test_secrets_do_not_print_themselves() -> None:
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"OZP_RATE_LIMIT": "many"}, "OZP_RATE_LIMIT: expected int"),
-        ({"OZP_RATE_LIMIT": "0"}, "OZP_RATE_LIMIT must be positive"),
+        ({"OZP_RATE_LIMIT": "many"}, "OZP_RATE_LIMIT: expected a whole number"),
+        ({"OZP_RATE_LIMIT": "0"}, "OZP_RATE_LIMIT must be a whole number above 0"),
+        ({"OZP_RATE_LIMIT": "99.9"}, "OZP_RATE_LIMIT: expected a whole number"),
+        ({"OZP_CONCURRENCY": "2.9"}, "OZP_CONCURRENCY: expected a whole number"),
+        ({"OZP_CONCURRENCY": "1_000"}, "OZP_CONCURRENCY: expected a whole number"),
+        ({"OZP_CONCURRENCY": "9" * 5000}, "OZP_CONCURRENCY: expected a whole number"),
+        ({"OZP_CONCURRENCY": "100000000"}, "OZP_CONCURRENCY must be a whole number"),
+        ({"OZP_RATE_WINDOW_S": "inf"}, "OZP_RATE_WINDOW_S: expected a finite number"),
+        ({"OZP_RATE_WINDOW_S": "nan"}, "OZP_RATE_WINDOW_S: expected a finite number"),
+        ({"OZP_RATE_WINDOW_S": "-60"}, "OZP_RATE_WINDOW_S must be a number above 0"),
+        ({"OZP_RATE_WINDOW_S": "1e300"}, "OZP_RATE_WINDOW_S must be a number above 0"),
+        ({"OZP_REQUEST_TIMEOUT_S": "1e400"}, "OZP_REQUEST_TIMEOUT_S: expected a finite"),
+        ({"OZP_ALLOW_INSECURE_VENDOR_URL": "maybe"}, "OZP_ALLOW_INSECURE_VENDOR_URL"),
+        ({"OZONETEL_BASE_URL": "http://"}, "OZONETEL_BASE_URL must be an http"),
+        ({"OZONETEL_BASE_URL": "http://[::1"}, "OZONETEL_BASE_URL must be an http"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL must start with redis://"),
+        ({"OZP_OPS_KEY": "short"}, "OZP_OPS_KEY must be at least 16"),
+        ({"OZP_CONFIG": "/"}, "OZP_CONFIG: cannot read '/'"),
+        ({"OZP_CONFIG": "a\x00b"}, "OZP_CONFIG: cannot read"),
         ({"OZP_RATE_MARGIN_S": "61"}, "OZP_RATE_MARGIN_S"),
         ({"OZONETEL_AUTH_MODE": "oauth"}, "OZONETEL_AUTH_MODE"),
         ({"OZONETEL_BASE_URL": "ftp://x"}, "OZONETEL_BASE_URL"),
@@ -82,3 +114,108 @@ def test_unknown_account_and_unknown_toml_keys_are_refused(tmp_path: Path) -> No
         load_settings({"OZP_CONFIG": str(config)})
     with pytest.raises(ConfigError, match="unknown account 'nope'"):
         load_settings({}).account("nope")
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("concurrency = 2.9", "concurrency: expected a whole number, got 2.9"),
+        ("max_attempts = true", "max_attempts: expected a whole number, got True"),
+        ("retry_share = false", "retry_share: expected a finite number, got False"),
+        ("request_timeout_s = inf", "request_timeout_s: expected a finite number"),
+        ("request_timeout_s = nan", "request_timeout_s: expected a finite number"),
+        ("stream_maxlen = -5", "OZP_STREAM_MAXLEN must be a whole number above 0"),
+        ("key_prefix = 5", "key_prefix: expected text"),
+        ("allow_insecure_vendor_url = 1", "allow_insecure_vendor_url: expected true or false"),
+        ("[accounts.x]\nrate_limit = 99.9", "accounts.x.rate_limit: expected a whole number"),
+        ("[accounts.x]\nrate_window_s = true", "accounts.x.rate_window_s: expected a finite"),
+        ("accounts = 3", "[accounts] must be a table"),
+        ("[accounts]\nx = 3", "[accounts.x] must be a table"),
+        ("[producers]\ncrm = 12", "producer 'crm': the key must be text"),
+    ],
+)
+def test_toml_types_are_not_coerced(tmp_path: Path, toml: str, message: str) -> None:
+    config = tmp_path / "ozp.toml"
+    config.write_text(toml + "\n")
+    with pytest.raises(ConfigError, match=message.replace("[", "\\[")) as caught:
+        load_settings({"OZP_CONFIG": str(config)})
+    assert "\n" not in str(caught.value)
+
+
+def test_settings_built_in_code_are_held_to_the_same_types() -> None:
+    base = load_settings({})
+    for changes in ({"concurrency": 2.9}, {"max_attempts": True}, {"retry_share": float("nan")},
+                    {"http_max_items": 0}, {"producer_items_per_s": float("inf")}):  # fmt: skip
+        with pytest.raises(ConfigError, match="must be"):
+            base.with_overrides(**changes)
+
+
+def test_an_http_vendor_url_off_loopback_needs_an_explicit_opt_in() -> None:
+    for url in ("http://127.0.0.1:8089", "http://127.3.4.5", "http://[::1]:9", "http://localhost"):
+        assert load_settings({"OZONETEL_BASE_URL": url}).account().base_url == url
+    insecure = {"OZONETEL_BASE_URL": "http://simulator:8089", "OZONETEL_API_KEY": API_KEY}
+    with pytest.raises(ConfigError, match="clear text") as caught:
+        load_settings(insecure)
+    assert API_KEY not in str(caught.value)
+    for url in ("http://10.0.0.5", "http://127.0.0.1.example.com", "http://0.0.0.0"):
+        with pytest.raises(ConfigError, match="OZP_ALLOW_INSECURE_VENDOR_URL"):
+            load_settings({"OZONETEL_BASE_URL": url})
+    allowed = load_settings({**insecure, "OZP_ALLOW_INSECURE_VENDOR_URL": "1"})
+    assert allowed.allow_insecure_vendor_url is True
+    assert load_settings({"OZONETEL_BASE_URL": "https://api.example.com"}).account()
+
+
+def test_producer_keys_name_their_accounts_and_an_unlisted_key_needs_a_single_account(
+    tmp_path: Path,
+) -> None:
+    one = load_settings({"OZP_PRODUCER_KEYS": f"crm:{PRODUCER_KEY}:with:colons"})
+    assert one.producer_keys["crm"].reveal() == f"{PRODUCER_KEY}:with:colons"
+    assert one.producer_may_use("crm", "default") and not one.producer_may_use("crm", "x")
+    config = tmp_path / "ozp.toml"
+    config.write_text('[accounts.in]\nusername = "u"\n[accounts.eu]\nusername = "v"\n')
+    two = {"OZP_CONFIG": str(config)}
+    with pytest.raises(ConfigError, match="several accounts are configured"):
+        load_settings({**two, "OZP_PRODUCER_KEYS": f"crm:{PRODUCER_KEY}"})
+    listed = load_settings(
+        {**two, "OZP_PRODUCER_KEYS": f"crm@in:{PRODUCER_KEY}, ops@*:{PRODUCER_KEY}x"}
+    )
+    assert listed.producer_may_use("crm", "in") and not listed.producer_may_use("crm", "eu")
+    assert listed.producer_may_use("ops", "eu") and listed.producer_may_use("ops", "in")
+    assert not listed.producer_may_use("ops", "nowhere")
+    with pytest.raises(ConfigError, match="unknown account 'us'"):
+        load_settings({**two, "OZP_PRODUCER_KEYS": f"crm@in+us:{PRODUCER_KEY}"})
+    with pytest.raises(ConfigError, match="list of accounts is empty"):
+        load_settings({**two, "OZP_PRODUCER_KEYS": f"crm@:{PRODUCER_KEY}"})
+
+
+ENV_SETTINGS = sorted(
+    {*_GLOBAL_ENV, *_ACCOUNT_ENV, "OZP_CONFIG", "OZP_PRODUCER_KEYS", "OZP_ACCOUNT", "REDIS_URL"}
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@given(
+    environ=st.dictionaries(
+        st.sampled_from(ENV_SETTINGS),
+        st.one_of(
+            st.text(max_size=30), st.from_regex(r"-?[0-9.e+]{1,8}|inf|nan|true|0", fullmatch=True)
+        ),
+    ),
+)
+def test_any_environment_gives_settings_or_one_config_error_without_a_secret(
+    environ: dict[str, str],
+) -> None:
+    environ = {**environ, "OZONETEL_API_KEY": API_KEY}
+    if "OZP_PRODUCER_KEYS" in environ:
+        environ["OZP_PRODUCER_KEYS"] += f",crm:{PRODUCER_KEY}"
+    try:
+        loaded = load_settings(environ)
+    except ConfigError as exc:
+        message = str(exc)
+        assert message and "\n" not in message and len(message) < 400
+        assert API_KEY not in message and PRODUCER_KEY not in message
+        return
+    assert isinstance(loaded, Settings)
+    loaded.validate()
+    assert API_KEY not in repr(loaded) and PRODUCER_KEY not in repr(loaded)

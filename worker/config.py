@@ -9,12 +9,16 @@ describe the account named by ``OZP_ACCOUNT`` (default ``default``).
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from worker.errors import ConfigError
 
@@ -56,6 +60,29 @@ DEFAULT_RETRY_SHARE = 0.1
 DEFAULT_PRODUCER_RATE_PER_S = 50.0
 DEFAULT_HTTP_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_HTTP_BIND = "127.0.0.1:8080"
+# Items (jobs) per second each producer key may queue, and per request: a
+# request is cheap to make but each item costs a Redis write and, later, a
+# vendor request; at 100 deletions a minute per account, a producer queueing
+# 1,000 a second is already ten hours ahead of the workers.
+DEFAULT_PRODUCER_ITEMS_PER_S = 1000.0
+DEFAULT_HTTP_MAX_ITEMS = 1000
+# Open connections the HTTP server holds at once. Well below the usual
+# 1,024 file descriptors, leaving room for Redis and vendor connections.
+DEFAULT_HTTP_MAX_CONNECTIONS = 500
+# A client has this long from connecting to sending its request headers
+# (slowloris), and this long to send the body once the headers are in.
+DEFAULT_HTTP_HEADER_TIMEOUT_S = 10.0
+DEFAULT_HTTP_BODY_TIMEOUT_S = 30.0
+# An idle keep-alive connection is closed after this long; a client that
+# reuses it later reconnects.
+HTTP_KEEPALIVE_S = 30.0
+# Producer keys and the ops key: long enough not to be guessed.
+MIN_KEY_LENGTH = 16
+# The producer-accounts entry meaning "every configured account".
+ALL_ACCOUNTS = "*"
+# Ceilings that catch a typo (an extra zero, inf) before it does harm.
+_MAX_SECONDS = 365 * 86400.0
+_MAX_COUNT = 1_000_000_000
 
 
 class Secret:
@@ -147,10 +174,23 @@ class Settings:
     accounts: Mapping[str, AccountSettings] = field(
         default_factory=lambda: {DEFAULT_ACCOUNT: AccountSettings()}
     )
-    # Bearer keys of the HTTP ingestion API, by producer name.
+    # Bearer keys of the HTTP ingestion API, by producer name ...
     producer_keys: Mapping[str, Secret] = field(default_factory=dict)
+    # ... and the accounts each may queue for (ALL_ACCOUNTS for every one). A
+    # producer not listed here may use every account only while there is one.
+    producer_accounts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     producer_rate_per_s: float = DEFAULT_PRODUCER_RATE_PER_S
+    producer_items_per_s: float = DEFAULT_PRODUCER_ITEMS_PER_S
     http_max_body_bytes: int = DEFAULT_HTTP_MAX_BODY_BYTES
+    http_max_items: int = DEFAULT_HTTP_MAX_ITEMS
+    http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
+    http_header_timeout_s: float = DEFAULT_HTTP_HEADER_TIMEOUT_S
+    http_body_timeout_s: float = DEFAULT_HTTP_BODY_TIMEOUT_S
+    # When set, /metrics and /openapi.json answer only to this bearer key.
+    ops_key: Secret = field(default_factory=lambda: Secret(""))
+    # Allow an http:// vendor URL off loopback (the API key would travel in
+    # clear text); for a staging simulator on a private network only.
+    allow_insecure_vendor_url: bool = False
 
     @property
     def redis_url_or_default(self) -> str:
@@ -164,16 +204,23 @@ class Settings:
             known = ", ".join(sorted(self.accounts)) or "none"
             raise ConfigError(f"unknown account {name!r} (configured: {known})") from None
 
+    def producer_may_use(self, producer: str, account: str) -> bool:
+        """Whether the producer's key may queue for, and read jobs of, ``account``."""
+        if account not in self.accounts:
+            return False
+        allowed = self.producer_accounts.get(producer)
+        if allowed is None:
+            # validate() allows an unlisted producer only beside a single account.
+            return len(self.accounts) == 1
+        return ALL_ACCOUNTS in allowed or account in allowed
+
     def with_overrides(self, **changes: Any) -> Settings:
         settings = replace(self, **changes)
         settings.validate()
         return settings
 
     def validate(self) -> None:
-        _positive("OZP_CONCURRENCY", self.concurrency)
-        _positive("OZP_MAX_ATTEMPTS", self.max_attempts)
-        _positive("OZP_REQUEST_TIMEOUT_S", self.request_timeout_s)
-        _positive("OZP_RETRY_BASE_S", self.retry_base_s)
+        _check_numbers(self, _GLOBAL_ENV)
         if self.retry_max_s < self.retry_base_s:
             raise ConfigError("OZP_RETRY_MAX_S must be at least OZP_RETRY_BASE_S")
         # A job is held from fetch until its answer is recorded; a shorter
@@ -183,86 +230,189 @@ class Settings:
             raise ConfigError("OZP_VISIBILITY_TIMEOUT_S must exceed OZP_REQUEST_TIMEOUT_S")
         if not self.key_prefix or any(c in self.key_prefix for c in "{}: "):
             raise ConfigError("OZP_KEY_PREFIX must be non-empty without braces, colons or spaces")
+        if self.redis_url is not None and not self.redis_url.startswith(_REDIS_SCHEMES):
+            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
         if not self.accounts:
             raise ConfigError("no account configured")
-        if not 0 < self.retry_share <= 1:
+        if self.retry_share > 1:
             raise ConfigError("OZP_RETRY_SHARE must be above 0 and at most 1")
-        _positive("OZP_PRODUCER_RATE_PER_S", self.producer_rate_per_s)
-        _positive("OZP_HTTP_MAX_BODY_BYTES", self.http_max_body_bytes)
-        for name, key in self.producer_keys.items():
-            if not name or len(key.reveal()) < 16:
-                raise ConfigError(f"producer {name!r}: keys must be at least 16 characters")
+        if not isinstance(self.allow_insecure_vendor_url, bool):
+            raise ConfigError("OZP_ALLOW_INSECURE_VENDOR_URL must be true or false")
+        if self.ops_key and len(self.ops_key.reveal()) < MIN_KEY_LENGTH:
+            raise ConfigError(f"OZP_OPS_KEY must be at least {MIN_KEY_LENGTH} characters")
+        self._validate_producers()
         for account in self.accounts.values():
-            _validate_account(account)
+            _validate_account(account, self.allow_insecure_vendor_url)
+
+    def _validate_producers(self) -> None:
+        for name, key in self.producer_keys.items():
+            if not name or len(key.reveal()) < MIN_KEY_LENGTH:
+                raise ConfigError(
+                    f"producer {name!r}: keys must be at least {MIN_KEY_LENGTH} characters"
+                )
+            allowed = self.producer_accounts.get(name)
+            if allowed is None:
+                if len(self.accounts) > 1:
+                    # Which of several accounts a key may empty is a decision
+                    # to write down, not to inherit by default.
+                    raise ConfigError(
+                        f"producer {name!r}: several accounts are configured; list the ones "
+                        f"this key may use (OZP_PRODUCER_KEYS={name}@account+account:KEY, "
+                        f"or {name}@{ALL_ACCOUNTS}:KEY for all)"
+                    )
+                continue
+            if not allowed:
+                raise ConfigError(f"producer {name!r}: the list of accounts is empty")
+            for account in allowed:
+                if account != ALL_ACCOUNTS and account not in self.accounts:
+                    raise ConfigError(f"producer {name!r}: unknown account {account!r}")
+        for name in self.producer_accounts:
+            if name not in self.producer_keys:
+                raise ConfigError(f"producer {name!r}: accounts listed but no key")
 
 
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {value}")
+def _check_numbers(values: object, table: Mapping[str, tuple[str, Parser, float]]) -> None:
+    """Every numeric setting of ``table`` is of its type, finite, above 0 and at
+    most its ceiling; True is not 1 and 2.9 is not 2."""
+    for var, (name, parser, ceiling) in table.items():
+        value = getattr(values, name)
+        if parser not in (int, float) or value is None:
+            continue
+        kind = "a whole number" if parser is int else "a number"
+        typed = (
+            isinstance(value, int) if parser is int else isinstance(value, int | float)
+        ) and not isinstance(value, bool)
+        if not typed or not math.isfinite(value) or not 0 < value <= ceiling:
+            raise ConfigError(
+                f"{var} must be {kind} above 0 and at most {ceiling:.15g}, got {_shown(value)}"
+            )
 
 
-def _validate_account(account: AccountSettings) -> None:
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate_account(account: AccountSettings, allow_insecure: bool) -> None:
     where = f"account {account.name!r}"
     if not account.name or any(c in account.name for c in "{}: "):
         raise ConfigError(f"{where}: the name must be non-empty without braces, colons or spaces")
-    if not account.base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{where}: OZONETEL_BASE_URL must start with http:// or https://")
+    try:
+        url = urlsplit(account.base_url)
+        host = url.hostname or ""
+    except ValueError:
+        url, host = urlsplit(""), ""
+    if url.scheme not in ("http", "https") or not host:
+        raise ConfigError(f"{where}: OZONETEL_BASE_URL must be an http:// or https:// URL")
+    if url.scheme == "http" and not _is_loopback(host) and not allow_insecure:
+        # The API key and every token ride in headers: over http:// anyone on
+        # the path reads them.
+        raise ConfigError(
+            f"{where}: OZONETEL_BASE_URL is http:// off loopback, which sends the API key "
+            "in clear text; use https://, or set OZP_ALLOW_INSECURE_VENDOR_URL=1 for a "
+            "staging simulator"
+        )
     if account.auth_mode not in ("token", "apikey"):
         raise ConfigError(f"{where}: OZONETEL_AUTH_MODE must be 'token' or 'apikey'")
-    _positive("OZP_RATE_LIMIT", account.rate_limit)
-    _positive("OZP_RATE_WINDOW_S", account.rate_window_s)
+    _check_numbers(account, _ACCOUNT_ENV)
     # The margin is the time a permit may take from its slot to the vendor
     # (see limiter.py): without one, no permit could ever be used.
     if not 0 < account.rate_margin_s < account.rate_window_s:
         raise ConfigError("OZP_RATE_MARGIN_S must be above 0 and below OZP_RATE_WINDOW_S")
-    for cap in account.rate_caps[1:]:
-        _positive("a rate cap", cap.limit)
-    _positive("OZP_TOKEN_TTL_S", account.token_ttl_s)
-    _positive("OZP_TOKEN_BUDGET", account.token_budget)
-    _positive("OZP_TOKEN_BUDGET_WINDOW_S", account.token_budget_window_s)
 
 
-# Environment variable -> (field, parser) for the global settings ...
-_GLOBAL_ENV: dict[str, tuple[str, type]] = {
-    "OZP_KEY_PREFIX": ("key_prefix", str),
-    "OZP_CONCURRENCY": ("concurrency", int),
-    "OZP_MAX_ATTEMPTS": ("max_attempts", int),
-    "OZP_REQUEST_TIMEOUT_S": ("request_timeout_s", float),
-    "OZP_VISIBILITY_TIMEOUT_S": ("visibility_timeout_s", float),
-    "OZP_RETRY_BASE_S": ("retry_base_s", float),
-    "OZP_RETRY_MAX_S": ("retry_max_s", float),
-    "OZP_RESULT_TTL_S": ("result_ttl_s", int),
-    "OZP_STREAM_MAXLEN": ("stream_maxlen", int),
-    "OZP_RETRY_SHARE": ("retry_share", float),
-    "OZP_PRODUCER_RATE_PER_S": ("producer_rate_per_s", float),
-    "OZP_HTTP_MAX_BODY_BYTES": ("http_max_body_bytes", int),
+# Environment variable -> (field, parser, ceiling) for the global settings ...
+Parser = type
+_GLOBAL_ENV: dict[str, tuple[str, Parser, float]] = {
+    "OZP_KEY_PREFIX": ("key_prefix", str, 0),
+    "OZP_CONCURRENCY": ("concurrency", int, 10_000),
+    "OZP_MAX_ATTEMPTS": ("max_attempts", int, 1000),
+    "OZP_REQUEST_TIMEOUT_S": ("request_timeout_s", float, 3600.0),
+    "OZP_VISIBILITY_TIMEOUT_S": ("visibility_timeout_s", float, 86400.0),
+    "OZP_RETRY_BASE_S": ("retry_base_s", float, 86400.0),
+    "OZP_RETRY_MAX_S": ("retry_max_s", float, _MAX_SECONDS),
+    "OZP_RESULT_TTL_S": ("result_ttl_s", int, 10 * _MAX_SECONDS),
+    "OZP_STREAM_MAXLEN": ("stream_maxlen", int, _MAX_COUNT),
+    "OZP_RETRY_SHARE": ("retry_share", float, 1.0),
+    "OZP_PRODUCER_RATE_PER_S": ("producer_rate_per_s", float, 1_000_000.0),
+    "OZP_PRODUCER_ITEMS_PER_S": ("producer_items_per_s", float, 1_000_000.0),
+    "OZP_HTTP_MAX_BODY_BYTES": ("http_max_body_bytes", int, 64 * 1024 * 1024),
+    "OZP_HTTP_MAX_ITEMS": ("http_max_items", int, 100_000),
+    "OZP_HTTP_MAX_CONNECTIONS": ("http_max_connections", int, 100_000),
+    "OZP_HTTP_HEADER_TIMEOUT_S": ("http_header_timeout_s", float, 3600.0),
+    "OZP_HTTP_BODY_TIMEOUT_S": ("http_body_timeout_s", float, 3600.0),
+    "OZP_OPS_KEY": ("ops_key", Secret, 0),
+    "OZP_ALLOW_INSECURE_VENDOR_URL": ("allow_insecure_vendor_url", bool, 0),
 }
 # ... and for the account the environment describes.
-_ACCOUNT_ENV: dict[str, tuple[str, type]] = {
-    "OZONETEL_BASE_URL": ("base_url", str),
-    "OZONETEL_API_KEY": ("api_key", Secret),
-    "OZONETEL_USERNAME": ("username", str),
-    "OZONETEL_AUTH_MODE": ("auth_mode", str),
-    "OZP_RATE_LIMIT": ("rate_limit", int),
-    "OZP_RATE_WINDOW_S": ("rate_window_s", float),
-    "OZP_RATE_MARGIN_S": ("rate_margin_s", float),
-    "OZP_RATE_CAP_PER_HOUR": ("rate_cap_per_hour", int),
-    "OZP_RATE_CAP_PER_DAY": ("rate_cap_per_day", int),
-    "OZP_TOKEN_TTL_S": ("token_ttl_s", float),
-    "OZP_TOKEN_BUDGET": ("token_budget", int),
-    "OZP_TOKEN_BUDGET_WINDOW_S": ("token_budget_window_s", float),
+_ACCOUNT_ENV: dict[str, tuple[str, Parser, float]] = {
+    "OZONETEL_BASE_URL": ("base_url", str, 0),
+    "OZONETEL_API_KEY": ("api_key", Secret, 0),
+    "OZONETEL_USERNAME": ("username", str, 0),
+    "OZONETEL_AUTH_MODE": ("auth_mode", str, 0),
+    "OZP_RATE_LIMIT": ("rate_limit", int, _MAX_COUNT),
+    "OZP_RATE_WINDOW_S": ("rate_window_s", float, 86400.0),
+    "OZP_RATE_MARGIN_S": ("rate_margin_s", float, 86400.0),
+    "OZP_RATE_CAP_PER_HOUR": ("rate_cap_per_hour", int, _MAX_COUNT),
+    "OZP_RATE_CAP_PER_DAY": ("rate_cap_per_day", int, _MAX_COUNT),
+    "OZP_TOKEN_TTL_S": ("token_ttl_s", float, _MAX_SECONDS),
+    "OZP_TOKEN_BUDGET": ("token_budget", int, _MAX_COUNT),
+    "OZP_TOKEN_BUDGET_WINDOW_S": ("token_budget_window_s", float, _MAX_SECONDS),
 }
-_GLOBAL_FIELDS = {name for name, _ in _GLOBAL_ENV.values()} | {"redis_url"}
-_ACCOUNT_FIELDS = {name for name, _ in _ACCOUNT_ENV.values()}
+_GLOBAL_FIELDS = {name for name, _, _ in _GLOBAL_ENV.values()} | {"redis_url"}
+_ACCOUNT_FIELDS = {name for name, _, _ in _ACCOUNT_ENV.values()}
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# Plain decimal digits only: int() would also take "1_000" and Unicode digits,
+# and a few thousand digits would make it raise something else than ValueError.
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,18}")
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
-def _parse(name: str, parser: type, raw: Any) -> Any:
+def _shown(raw: Any) -> str:
+    """A bad value as a message shows it: quoted, on one line, not too long."""
+    text = repr(raw)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _parse(name: str, parser: Parser, raw: Any) -> Any:
+    """``raw`` (text from the environment, or a TOML value) as ``parser``'s type.
+
+    TOML's own types are taken as they are, but never widened or narrowed: a
+    boolean is not a number, and 2.9 is not a whole number.
+    """
     if parser is Secret:
         return raw if isinstance(raw, Secret) else Secret(str(raw))
-    try:
-        return parser(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected {parser.__name__}, got {raw!r}") from None
+    if parser is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in _BOOLEANS:
+            return _BOOLEANS[raw.strip().lower()]
+        raise ConfigError(f"{name}: expected true or false (1 or 0), got {_shown(raw)}")
+    if parser is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and _WHOLE_NUMBER.fullmatch(raw.strip()):
+            return int(raw.strip())
+        raise ConfigError(f"{name}: expected a whole number, got {_shown(raw)}")
+    if parser is float:
+        value: float | None = None
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            value = float(raw)
+        elif isinstance(raw, str):
+            try:
+                value = float(raw)
+            except ValueError:
+                value = None
+        if value is None or not math.isfinite(value):
+            raise ConfigError(f"{name}: expected a finite number, got {_shown(raw)}")
+        return value
+    if not isinstance(raw, str):
+        raise ConfigError(f"{name}: expected text, got {_shown(raw)}")
+    return raw
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -270,33 +420,66 @@ def _read_toml(path: str) -> dict[str, Any]:
         with Path(path).open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"OZP_CONFIG: no such file: {path}") from None
+        raise ConfigError(f"OZP_CONFIG: no such file: {_shown(path)}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"OZP_CONFIG: {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"OZP_CONFIG: {_shown(path)} is not valid TOML: {exc}") from None
+    except (OSError, ValueError) as exc:  # a directory, no permission, a NUL in the name
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "bad path"
+        raise ConfigError(f"OZP_CONFIG: cannot read {_shown(path)}: {reason}") from None
 
 
-def _account_from_table(name: str, table: Mapping[str, Any]) -> AccountSettings:
+def _account_from_table(name: str, table: Any) -> AccountSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"OZP_CONFIG: [accounts.{name}] must be a table")
     unknown = set(table) - _ACCOUNT_FIELDS
     if unknown:
         raise ConfigError(f"account {name!r}: unknown settings {sorted(unknown)}")
-    by_field = {f: p for f, p in _ACCOUNT_ENV.values()}
+    by_field = {f: p for f, p, _ in _ACCOUNT_ENV.values()}
     values = {
         key: _parse(f"accounts.{name}.{key}", by_field[key], raw) for key, raw in table.items()
     }
     return AccountSettings(name=name, **values)
 
 
-def _producer_keys(table: Any, from_env: str) -> dict[str, Secret]:
-    """``[producers] name = "key"`` in TOML, or ``name:key,name:key`` in the environment."""
+Producers = tuple[dict[str, Secret], dict[str, tuple[str, ...]]]
+
+
+def _producers(table: Any, from_env: str) -> Producers:
+    """Producer keys and the accounts each may use.
+
+    TOML: ``[producers]`` with ``name = "key"``, or ``[producers.name]`` with
+    ``key = "..."`` and ``accounts = ["a", "b"]`` (or ``"*"``). Environment:
+    ``name:key`` or ``name@a+b:key`` pairs separated by commas; the key is
+    everything after the first colon.
+    """
     if not isinstance(table, dict):
         raise ConfigError("OZP_CONFIG: [producers] must be a table of name = key")
-    keys = {str(name): Secret(str(key)) for name, key in table.items()}
+    keys: dict[str, Secret] = {}
+    accounts: dict[str, tuple[str, ...]] = {}
+    for name, entry in table.items():
+        if isinstance(entry, dict):
+            if set(entry) - {"key", "accounts"} or not isinstance(entry.get("key"), str):
+                raise ConfigError(f'producer {name!r}: expected key = "..." and accounts')
+            listed = entry.get("accounts", ALL_ACCOUNTS)
+            listed = [listed] if isinstance(listed, str) else listed
+            if not isinstance(listed, list) or not all(isinstance(a, str) for a in listed):
+                raise ConfigError(f"producer {name!r}: accounts must be a list of names")
+            keys[name], accounts[name] = Secret(entry["key"]), tuple(listed)
+        elif isinstance(entry, str):
+            keys[name] = Secret(entry)
+        else:
+            raise ConfigError(f"producer {name!r}: the key must be text")
     for pair in filter(None, (p.strip() for p in from_env.split(","))):
-        name, sep, key = pair.partition(":")
+        who, sep, key = pair.partition(":")
         if not sep:
             raise ConfigError("OZP_PRODUCER_KEYS: expected name:key pairs separated by commas")
-        keys[name.strip()] = Secret(key.strip())
-    return keys
+        name, at, listed_text = who.partition("@")
+        name = name.strip()
+        keys[name] = Secret(key.strip())
+        accounts.pop(name, None)
+        if at:
+            accounts[name] = tuple(filter(None, (a.strip() for a in listed_text.split("+"))))
+    return keys, accounts
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -305,28 +488,33 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     document = _read_toml(env["OZP_CONFIG"]) if env.get("OZP_CONFIG") else {}
 
     global_values: dict[str, Any] = {}
-    producers = _producer_keys(document.get("producers", {}), env.get("OZP_PRODUCER_KEYS", ""))
-    if producers:
-        global_values["producer_keys"] = producers
+    keys, producer_accounts = _producers(
+        document.get("producers", {}), env.get("OZP_PRODUCER_KEYS", "")
+    )
+    if keys:
+        global_values["producer_keys"] = keys
+        global_values["producer_accounts"] = producer_accounts
     for key, raw in document.items():
         if key in ("accounts", "producers"):
             continue
         if key not in _GLOBAL_FIELDS:
             raise ConfigError(f"OZP_CONFIG: unknown setting {key!r}")
-        parser = next((p for f, p in _GLOBAL_ENV.values() if f == key), str)
+        parser = next((p for f, p, _ in _GLOBAL_ENV.values() if f == key), str)
         global_values[key] = _parse(key, parser, raw)
-    for var, (name, parser) in _GLOBAL_ENV.items():
+    for var, (name, parser, _) in _GLOBAL_ENV.items():
         if env.get(var):
             global_values[name] = _parse(var, parser, env[var])
     if env.get("REDIS_URL"):
         global_values["redis_url"] = env["REDIS_URL"]
 
-    tables = cast(dict[str, Any], document.get("accounts", {}))
+    tables = document.get("accounts", {})
+    if not isinstance(tables, dict):
+        raise ConfigError("OZP_CONFIG: [accounts] must be a table of [accounts.NAME]")
     accounts = {name: _account_from_table(name, table) for name, table in tables.items()}
     env_account = env.get("OZP_ACCOUNT") or DEFAULT_ACCOUNT
     overrides = {
         name: _parse(var, parser, env[var])
-        for var, (name, parser) in _ACCOUNT_ENV.items()
+        for var, (name, parser, _) in _ACCOUNT_ENV.items()
         if env.get(var)
     }
     if overrides or not accounts:
