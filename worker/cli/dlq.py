@@ -19,6 +19,7 @@ from worker.cli.app import (
     out,
     print_json,
 )
+from worker.cli.safe_text import safe_text
 from worker.cli.views import dead_letters_table
 from worker.config import Settings
 from worker.dead_letters import letters, purge, replay
@@ -62,7 +63,7 @@ def dlq_list(
         if views:
             out.print(dead_letters_table(views))
         elif not json_output:
-            err.print(f"no dead letters for account {keys.account}")
+            err.print(safe_text(f"no dead letters for account {keys.account}"))
         return EXIT_OK
 
     execute(work)

@@ -23,6 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from worker.cli.safe_text import safe_text, visible
 from worker.cli.views import duration
 from worker.config import Settings
 from worker.drain import DrainProgress, DrainSpec
@@ -43,9 +44,11 @@ def live_panel(
     status: dict[str, Any] | None,
     baseline: tuple[int, int],
 ) -> Group:
+    # The file name, the tag and the account are the operator's, but a file
+    # name can hold anything a terminal would act on.
     title = Text.assemble(
-        ("draining ", "bold"), (spec.path.name, "bold cyan"), f"  tag {spec.tag}", "  account ",
-        (spec.keys.account, "bold"),
+        ("draining ", "bold"), (visible(spec.path.name), "bold cyan"),
+        f"  tag {visible(spec.tag)}", "  account ", (visible(spec.keys.account), "bold"),
     )  # fmt: skip
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim")
@@ -74,7 +77,7 @@ def live_panel(
         grid.add_row("rate", f"{status['rate_last_min']} sent in the last minute")
         grid.add_row("ETA", duration(status["eta_s"]))
         if status["halted"]:
-            grid.add_row("HALTED", Text(str(status["halted"]), style="bold red"))
+            grid.add_row("HALTED", safe_text(status["halted"], style="bold red"))
         elif status["paused"]:
             grid.add_row("paused", Text("yes: `ozonetel-purge resume` to go on", style="yellow"))
     return Group(title, grid)
@@ -129,7 +132,8 @@ def _quiet_logs() -> int:
 
 def summary_table(summary: Summary) -> Table:
     """Counts per outcome, with the reasons under dead and rejected."""
-    table = Table(title=f"{summary.file}: {summary.rows} rows", title_justify="left", box=None)
+    title = safe_text(f"{summary.file}: {summary.rows} rows")
+    table = Table(title=title, title_justify="left", box=None)
     table.add_column("outcome")
     table.add_column("rows", justify="right")
     styles = {"deleted": "green", "dead": "red", "rejected": "yellow", "pending": "bold yellow"}
@@ -138,16 +142,17 @@ def summary_table(summary: Summary) -> Table:
         table.add_row(Text(outcome, style=styles.get(outcome, "") if count else ""), str(count))
         for reason, n in summary.reasons.get(outcome, {}).items():
             if outcome != "duplicate":
-                table.add_row(Text(f"  {reason}", style="dim"), Text(str(n), style="dim"))
+                table.add_row(safe_text(f"  {reason}", style="dim"), Text(str(n), style="dim"))
     table.add_row(Text("total", style="bold"), Text(str(summary.rows), style="bold"))
     return table
 
 
-def summary_footer(summary: Summary) -> str:
-    return (
+def summary_footer(summary: Summary) -> Text:
+    # Line breaks of our own, so each path is made visible on its own.
+    return Text(
         f"elapsed {duration(summary.elapsed_s)}, {summary.finished_this_run} finished this run "
         f"({summary.rate_per_min:.1f} per minute)\n"
-        f"outcomes: {summary.outcomes_csv}\n"
-        f"summary:  {summary.summary_json}\n"
-        f"rejects:  {summary.rejects_csv}"
+        f"outcomes: {visible(summary.outcomes_csv)}\n"
+        f"summary:  {visible(summary.summary_json)}\n"
+        f"rejects:  {visible(summary.rejects_csv)}",
     )

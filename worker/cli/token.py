@@ -37,7 +37,7 @@ def token_status(account: AccountOption = None, json_output: JsonOption = False)
             print_json(health)
         else:
             for line in token_lines(health):
-                out.print(line, markup=False)
+                out.print(line)
         return EXIT_OK
 
     execute(work)
@@ -58,7 +58,7 @@ def token_refresh(account: AccountOption = None) -> None:
         async with connected(settings) as redis:
             health = await force_refresh(redis, settings, settings.account(account))
         for line in token_lines(health):
-            out.print(line, markup=False)
+            out.print(line)
         return EXIT_OK
 
     execute(work)

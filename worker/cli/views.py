@@ -5,20 +5,32 @@ Pure functions from the documented JSON views (``status --json``,
 renderables, so that what a person reads and what a script parses are the
 same facts. Phones are shown in full: the operator owns that data, and the
 logs (which may travel further) mask them instead.
+
+Every value read from Redis is shown through :mod:`worker.cli.safe_text`,
+as a ``Text`` (rich parses a plain ``str`` cell as markup), and any value a
+view may hold (``None``, a number, a string that is not what it should be)
+is shown, never raised on: a corrupt entry must not hide the others.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
+from worker.cli.safe_text import safe_text
 
-def duration(seconds: float | None) -> str:
+
+def duration(seconds: object) -> str:
     """``1h02m03s`` style; ``-`` for unknown; negative means ``ago``."""
-    if seconds is None:
+    # Anything but a finite number (None, inf from a corrupt value) is unknown.
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return "-"
+    if not math.isfinite(seconds):
         return "-"
     whole = round(abs(seconds))
     hours, rest = divmod(whole, 3600)
@@ -29,33 +41,45 @@ def duration(seconds: float | None) -> str:
     return f"{text} ago" if seconds < 0 else text
 
 
+def _count(value: object) -> Text:
+    """A number from a view; anything else shown as it is, or ``-`` if missing."""
+    return safe_text(value, placeholder="-")
+
+
 def _state(account: dict[str, Any]) -> Text:
-    if account["halted"]:
-        return Text(f"HALTED: {account['halted']}", style="bold red")
-    if account["paused"]:
+    token = account.get("token") or {}
+    if account.get("halted"):
+        return safe_text(f"HALTED: {account['halted']}", style="bold red")
+    if account.get("paused"):
         return Text("paused", style="yellow")
-    if account["token"]["waiting"]:
-        return Text(f"waiting: {account['token']['waiting']}", style="yellow")
+    if token.get("waiting"):
+        return safe_text(f"waiting: {token['waiting']}", style="yellow")
     return Text("running", style="green")
+
+
+def _dead(account: dict[str, Any]) -> Text:
+    return safe_text(account.get("dead"), style="red" if account.get("dead") else "")
+
+
+def _tokens_used(account: dict[str, Any]) -> Text:
+    token = account.get("token") or {}
+    return safe_text(f"{token.get('generations_last_hour')} of {token.get('budget')}")
 
 
 # The rows of the status table: one metric per row, one account per column,
 # so that it stays readable in an 80-column terminal at 3 a.m.
 _STATUS_ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str | Text]], ...] = (
     ("state", _state),
-    ("queued urgent", lambda a: str(a["queued"]["urgent"])),
-    ("queued bulk", lambda a: str(a["queued"]["bulk"])),
-    ("in flight", lambda a: str(a["in_flight"])),
-    ("delayed (retries)", lambda a: str(a["delayed"])),
-    ("done", lambda a: str(a["done"])),
-    ("dead", lambda a: Text(str(a["dead"]), style="red" if a["dead"] else "")),
-    ("sent last minute", lambda a: str(a["rate_last_min"])),
-    ("ETA", lambda a: duration(a["eta_s"])),
-    ("token expires in", lambda a: duration(a["token"]["expires_in_s"])),
-    (
-        "tokens last hour",
-        lambda a: f"{a['token']['generations_last_hour']} of {a['token']['budget']}",
-    ),
+    ("queued urgent", lambda a: _count((a.get("queued") or {}).get("urgent"))),
+    ("queued bulk", lambda a: _count((a.get("queued") or {}).get("bulk"))),
+    ("in flight", lambda a: _count(a.get("in_flight"))),
+    ("delayed (retries)", lambda a: _count(a.get("delayed"))),
+    ("done", lambda a: _count(a.get("done"))),
+    ("dead", _dead),
+    ("sent last minute", lambda a: _count(a.get("rate_last_min"))),
+    ("ETA", lambda a: duration(a.get("eta_s"))),
+    ("token expires in", lambda a: duration((a.get("token") or {}).get("expires_in_s"))),
+    ("tokens last hour", _tokens_used),
 )
 
 
@@ -64,7 +88,8 @@ def status_table(report: dict[str, Any]) -> Table:
     table = Table(title="ozonetel-purge status", title_justify="left")
     table.add_column("account")
     for name in accounts:
-        table.add_column(name, justify="right")
+        # Account names come from Redis too (an account only another host knows).
+        table.add_column(safe_text(name), justify="right")
     for label, cell in _STATUS_ROWS:
         table.add_row(label, *(cell(account) for account in accounts.values()))
     if not accounts:
@@ -72,9 +97,17 @@ def status_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def _when(iso: str | None) -> str:
-    """An ISO 8601 UTC time from the JSON views, to the second, for a table."""
-    return iso[:19].replace("T", " ") if iso else "-"
+_ISO_SECOND = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+
+
+def _when(iso: object) -> Text:
+    """An ISO 8601 UTC time from the JSON views, to the second, for a table.
+
+    ``-`` when unknown; a value that is not such a time is shown as it is.
+    """
+    if isinstance(iso, str) and _ISO_SECOND.match(iso):
+        return Text(iso[:19].replace("T", " "))
+    return safe_text(iso, placeholder="-")
 
 
 def results_table(views: Iterable[dict[str, Any]]) -> Table:
@@ -86,25 +119,25 @@ def results_table(views: Iterable[dict[str, Any]]) -> Table:
     return table
 
 
-def result_cells(view: dict[str, Any]) -> list[str | Text]:
-    outcome = view["outcome"] or ""
-    if view["reason"]:
-        outcome = f"{outcome} ({view['reason']})"
-    style = "red" if view["outcome"] == "dead" else "green"
+def result_cells(view: dict[str, Any]) -> list[Text]:
+    outcome = view.get("outcome")
+    shown = "" if outcome is None else str(outcome)
+    if view.get("reason"):
+        shown = f"{shown} ({view['reason']})"
     return [
-        _when(view["finished_at"]),
-        Text(outcome, style=style),
-        view["job_id"] or "-",
-        view["campaign"] or "",
-        view["phone"] or "",
-        str(view["attempts"]),
-        view["message"],
+        _when(view.get("finished_at")),
+        safe_text(shown, style="red" if outcome == "dead" else "green"),
+        safe_text(view.get("job_id"), placeholder="-"),
+        safe_text(view.get("campaign")),
+        safe_text(view.get("phone")),
+        _count(view.get("attempts")),
+        safe_text(view.get("message")),
     ]
 
 
 def result_line(view: dict[str, Any]) -> Text:
     """One result as one line, for ``results --follow``."""
-    return Text("  ").join(Text(c) if isinstance(c, str) else c for c in result_cells(view))
+    return Text("  ").join(result_cells(view))
 
 
 def dead_letters_table(views: Iterable[dict[str, Any]]) -> Table:
@@ -113,37 +146,38 @@ def dead_letters_table(views: Iterable[dict[str, Any]]) -> Table:
         table.add_column(column)
     for view in views:
         table.add_row(
-            _when(view["failed_at"]),
-            Text(view["reason"] or "", style="red"),
-            view["job_id"] or "-",
-            view["campaign"] or "",
-            view["phone"] or "",
-            str(view["attempts"]),
-            view["message"],
+            _when(view.get("failed_at")),
+            safe_text(view.get("reason"), style="red"),
+            safe_text(view.get("job_id"), placeholder="-"),
+            safe_text(view.get("campaign")),
+            safe_text(view.get("phone")),
+            _count(view.get("attempts")),
+            safe_text(view.get("message")),
         )
     return table
 
 
-def token_lines(health: dict[str, Any]) -> list[str]:
+def token_lines(health: dict[str, Any]) -> list[Text]:
     """``token status`` for a person: never the token, only facts about it."""
-    name = health["account"]
-    if health["auth_mode"] == "apikey":
+    name = health.get("account")
+    if health.get("auth_mode") == "apikey":
         lines = [f"account {name}: authenticates with its API key (no token is used)"]
-    elif not health["present"]:
+    elif not health.get("present"):
         lines = [f"account {name}: no token stored yet (one is generated on first use)"]
     else:
-        expires = health["expires_in_s"]
-        state = f"expires in {duration(expires)}" if expires >= 0 else "EXPIRED"
+        expires = health.get("expires_in_s")
+        expired = isinstance(expires, int | float) and expires < 0
+        state = "EXPIRED" if expired else f"expires in {duration(expires)}"
         lines = [
-            f"account {name}: token generation {health['generation']}, "
-            f"age {duration(health['age_s'])}, {state}"
+            f"account {name}: token generation {health.get('generation')}, "
+            f"age {duration(health.get('age_s'))}, {state}"
         ]
     lines.append(
-        f"generations in the last hour: {health['generations_last_hour']} "
-        f"of {health['budget']} allowed"
+        f"generations in the last hour: {health.get('generations_last_hour')} "
+        f"of {health.get('budget')} allowed"
     )
-    if health["waiting"]:
+    if health.get("waiting"):
         lines.append(f"waiting: {health['waiting']}")
-    if health["halted"]:
+    if health.get("halted"):
         lines.append(f"HALTED: {health['halted']} (fix the credentials, then `resume`)")
-    return lines
+    return [safe_text(line) for line in lines]

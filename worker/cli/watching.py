@@ -22,6 +22,7 @@ from worker.cli.app import (
     stop_on_signals,
     wait_or_stop,
 )
+from worker.cli.safe_text import safe_text
 from worker.cli.views import result_line, results_table, status_table
 from worker.config import Settings
 from worker.results import result_view
@@ -112,7 +113,7 @@ def results(
             if views:
                 out.print(results_table(views))
             elif not json_output:
-                err.print(f"no results yet for account {keys.account}")
+                err.print(safe_text(f"no results yet for account {keys.account}"))
             if not follow:
                 return EXIT_OK
             stopping = stop_on_signals()
