@@ -132,8 +132,7 @@ class AccountWorker:
             handed_over = False
             try:
                 token = await self.tokens.current() if self.tokens else None
-                permit = await self.limiter.acquire()
-                fetched = await self._fetch_on(permit)
+                permit, fetched = await self._fetch_on(await self.limiter.acquire())
                 if fetched is None:
                     break
                 if isinstance(fetched, Paused):
@@ -182,12 +181,16 @@ class AccountWorker:
     async def _drained(self) -> bool:
         return (await self.queue.counts()).outstanding == 0
 
-    async def _fetch_on(self, permit: Permit) -> Fetched | Paused | Empty | None:
-        """Sleep until the permit's slot, then trade it for a job; None if stopping."""
+    async def _fetch_on(self, permit: Permit) -> tuple[Permit, Fetched | Paused | Empty | None]:
+        """Sleep until the permit's slot, then trade it for a job; None if stopping.
+
+        Returns the permit the job was fetched on: after a late one, that is
+        a new permit, and it is the one to refund if the job is not sent.
+        """
         while True:
             if not await self._sleep(permit.seconds_until_slot()):
                 await self.limiter.refund(permit)
-                return None
+                return permit, None
             result = await self.queue.fetch(
                 permit, self._consumer, self.limiter.lateness_tolerance_us, self._retry_share
             )
@@ -200,7 +203,7 @@ class AccountWorker:
                 self._log.info("permit.late")
                 permit = await self.limiter.acquire()
                 continue
-            return result
+            return permit, result
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless asked to stop; False if stopping."""
