@@ -52,6 +52,9 @@ MAX_WIRE_ATTEMPTS = 1_000
 # What a record or a dead letter keeps of a field that came off the wire:
 # enough to recognise and mend it, never megabytes.
 MAX_KEPT_CHARS = 512
+# A replayed job names the record it came from: a job id, or a record's own
+# id (lane@entry) for an entry that could not use the id it named.
+MAX_REFERENCE_CHARS = 128
 # The digits of a bounded integer field; more is refused before int() reads it.
 _WIRE_INT = re.compile(r"[0-9]{1,13}")
 _PHONE_DECORATION = re.compile(r"[\s\-().]")
@@ -112,8 +115,8 @@ def from_fields(fields: Mapping[str, str], entry_id: str) -> Job:
     attempts = _wire_int(fields, "attempts", 0, MAX_WIRE_ATTEMPTS)
     enqueued = _wire_int(fields, "enqueued", MIN_EPOCH_MS, MAX_EPOCH_MS)
     replay_of = fields.get("replay_of") or None
-    if replay_of is not None and not _JOB_ID.fullmatch(replay_of):
-        raise MalformedEntry("replay_of is not a job id")
+    if replay_of is not None and len(replay_of) > MAX_REFERENCE_CHARS:
+        raise MalformedEntry(f"replay_of is longer than {MAX_REFERENCE_CHARS} characters")
     return Job(
         id=job_id,
         campaign=fields.get("campaign", "").strip(),
