@@ -14,10 +14,12 @@ import itertools
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import unicodedata
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import hypothesis
@@ -29,6 +31,7 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from worker.cli import EXIT_OK, app
+from worker.cli.drain_view import live_panel, summary_footer, summary_table
 from worker.cli.safe_text import safe_text, visible
 from worker.cli.views import (
     dead_letters_table,
@@ -38,7 +41,9 @@ from worker.cli.views import (
     results_table,
     token_lines,
 )
+from worker.drain import DrainProgress, DrainSpec
 from worker.keys import AccountKeys, accounts_key
+from worker.report import Summary
 
 # Wide enough that no table cell wraps, so a value can be found whole.
 COLUMNS = "1000"
@@ -414,3 +419,73 @@ def test_any_text_or_bytes_in_any_field_is_shown_and_never_obeyed(
         lines = [json.loads(line) for line in result.stdout.splitlines()]
         if command[0] == "results":
             assert lines[0]["campaign"] == _decoded(values["campaign"])
+
+
+def test_the_drain_views_show_a_hostile_file_name_tag_and_reason_literally() -> None:
+    hostile = "[/oops]\x1b[2J\u202e"
+    spec = DrainSpec(
+        Path("reports") / f"{hostile}.csv", tag=hostile, keys=AccountKeys("p", hostile)
+    )
+    status = {
+        "queued": {"urgent": 0, "bulk": 1},
+        "in_flight": 0,
+        "delayed": 0,
+        "done": 0,
+        "dead": 0,
+        "paused": False,
+        "halted": hostile,
+        "rate_last_min": 0,
+        "eta_s": float("inf"),
+    }
+    summary = Summary(
+        file=f"{hostile}.csv",
+        tag=hostile,
+        account=hostile,
+        report_dir="r",
+        outcomes_csv=f"{hostile}/outcomes.csv",
+        summary_json="summary.json",
+        rejects_csv="rejects.csv",
+        rows=1,
+        reasons={"dead": {hostile: 1}},
+    )
+    console = Console(width=300, color_system=None, highlight=False)
+    with console.capture() as captured:
+        console.print(live_panel(spec, DrainProgress(), status, (0, 0)))
+        console.print(summary_table(summary))
+        console.print(summary_footer(summary))
+    shown = captured.get()
+    _assert_harmless(shown)
+    assert shown.count(visible(hostile)) >= 6, shown
+    assert "outcomes: " in shown and "\nsummary:  summary.json\n" in shown
+
+
+def test_results_follow_shows_a_new_hostile_result_as_one_harmless_line(
+    store: SyncRedis, redis_url: str, key_prefix: str
+) -> None:
+    keys = AccountKeys(key_prefix, "default")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OZP_", "OZONETEL_"))}
+    env = {k: v for k, v in env.items() if k not in _COLOUR_VARS}
+    env |= {"REDIS_URL": redis_url, "OZP_KEY_PREFIX": key_prefix, "PYTHONIOENCODING": "utf-8"}
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "worker", "results", "--follow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert follower.stderr is not None and follower.stdout is not None
+        # Nothing yet: the follower says so on stderr, then waits for new entries.
+        assert b"no results yet" in follower.stderr.readline()
+        write_result(store, keys, job_id="after", campaign=b"[/oops]\x1b]8;;x\x07\xff\r")
+        line = follower.stdout.readline().decode()
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(timeout=10) == EXIT_OK
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+        for stream in (follower.stdout, follower.stderr):
+            if stream is not None:
+                stream.close()
+    _assert_harmless(line)
+    assert "after" in line and "[/oops]\\x1b]8;;x\\x07\\xff\\r" in line
