@@ -1,6 +1,7 @@
 """The asyncio worker pool: one dispatcher per account, bounded concurrency.
 
-Per request, in this order (see DESIGN.md, "Take the permit last"):
+Per request, in this order; the permit comes last, so that it is spent the
+moment it matures and never sits unused while something else is awaited:
 1. a free sending slot (``concurrency`` per account per process);
 2. the token, from the central store;
 3. a permit from the shared limiter, slept on until its slot;

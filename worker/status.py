@@ -5,7 +5,7 @@ the limiter and the token store run on, so a host whose clock is off still
 reports the right ages and rates. The token itself is never read: only its
 generation and timestamps (``HMGET``), so it cannot end up in an output.
 
-``status --json`` shape (DESIGN.md), per account::
+``status --json`` shape, per account (documented in the README)::
 
     {"queued": {"urgent": n, "bulk": n}, "in_flight": n, "delayed": n,
      "done": n, "dead": n, "paused": bool, "halted": null or reason,
