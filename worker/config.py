@@ -160,7 +160,8 @@ class AccountSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    redis_url: str | None = None
+    # Out of repr: the URL may carry the Redis password.
+    redis_url: str | None = field(default=None, repr=False)
     key_prefix: str = DEFAULT_KEY_PREFIX
     concurrency: int = DEFAULT_CONCURRENCY
     max_attempts: int = DEFAULT_MAX_ATTEMPTS

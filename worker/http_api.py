@@ -1,26 +1,34 @@
 """The HTTP server: ingestion (``/v1/deletions``) beside the ops endpoints.
 
-    POST /v1/deletions       queue one job or a batch (bearer key)     202
+    POST /v1/deletions       queue one job or a batch (bearer key)     202 (409)
     GET  /v1/deletions/{id}  how a job ended, if it has (bearer key)   200
-    GET  /openapi.json       the OpenAPI document of all of this
+    GET  /openapi.json       the OpenAPI document of all of this       (ops key, if set)
     GET  /healthz, /readyz, /metrics                                   (http_ops)
 
-Every refusal is JSON ``{"error": ...}``, with ``errors: [{index, reason}]``
-for refused items. The order of the checks on a POST is deliberate: the key
+Every answer is JSON, ``{"error": ...}`` for a refusal, with ``errors:
+[{index, reason}]`` for refused items; no traceback or exception text ever
+reaches a client. The order of the checks on a POST is deliberate: the key
 (401) before anything else, the declared size (413) before reading a byte,
-the producer's rate (429) before any work, and validation of every item
-(422) before anything is queued, so a refused request leaves no trace.
+the producer's request rate (429) before any work, the number of items (413)
+and the producer's item rate (429) before validating them, and validation of
+every item (422) before anything is queued, so a refused request leaves no
+trace. A request whose items include an id already claimed by another
+producer or number answers 409: those items were not queued, the others were.
 
 Producer keys are compared as SHA-256 digests with ``hmac.compare_digest``,
 against every configured key without stopping at a match, so the time taken
 tells nothing about which key, or how much of one, was right. Keys are never
-logged or echoed; a refusal logs the client's address only.
+logged or echoed, and are registered with the log's redaction besides.
+
+A key is bound to its accounts (``Settings.producer_may_use``). An account it
+may not use answers exactly as an account that does not exist (422), and a
+job another producer queued reads as never seen: a key learns nothing of
+what it may not touch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
 import math
@@ -29,31 +37,51 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiolimiter import AsyncLimiter
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from worker.config import DEFAULT_HTTP_BIND, Settings
+from worker.config import DEFAULT_HTTP_BIND, HTTP_KEEPALIVE_S, Settings
 from worker.errors import BadInput
+from worker.http_limits import ConnectionGuard, GuardedHandler, TokenBucket
 from worker.http_openapi import openapi_document
-from worker.http_ops import REDIS, SETTINGS, add_ops_routes
+from worker.http_ops import (
+    REDIS,
+    SETTINGS,
+    add_ops_routes,
+    key_digest,
+    presented_key_digest,
+    require_ops_key,
+    unauthorized,
+)
 from worker.jobs import Job
-from worker.logs import get_logger
+from worker.logs import WarningSampler, get_logger, register_secret
 from worker.producer import Producer, Receipt, job_from_item, repeated_id_reason
 
 log = get_logger(__name__)
 
 PRODUCERS = web.AppKey("producers", dict[str, Producer])
 KEY_DIGESTS = web.AppKey("key_digests", tuple[tuple[str, bytes], ...])
-LIMITERS = web.AppKey("limiters", dict[str, AsyncLimiter])
+REQUEST_BUCKETS = web.AppKey("request_buckets", dict[str, TokenBucket])
+ITEM_BUCKETS = web.AppKey("item_buckets", dict[str, TokenBucket])
 OPENAPI = web.AppKey("openapi", dict[str, Any])
+GUARD = web.AppKey("guard", ConnectionGuard)
+REDIS_ERROR_LOG = web.AppKey("redis_error_log", WarningSampler)
 
 # Fields a batch may set for all of its items.
 BATCH_DEFAULTS = ("account", "urgent")
 # How long runner.cleanup() lets requests in flight finish at shutdown: an
 # enqueue is a few Redis round trips, so a short grace loses nothing.
 SHUTDOWN_GRACE_S = 5.0
+# Items validated between two yields to the event loop: the worker pool
+# shares the loop, and a permit must not wait behind a 1,000-item request.
+ITEMS_PER_SLICE = 100
+# Seconds a client is asked to wait after a Redis failure: a lost connection
+# usually comes back within a second; a full or misconfigured Redis does not.
+RETRY_AFTER_REDIS_LOST = "1"
+RETRY_AFTER_REDIS_ERROR = "5"
+REDIS_ERROR_LOG_PERIOD_S = 10.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -87,7 +115,11 @@ class Planned:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every refusal as JSON: ours, aiohttp's own (404, 405, 413), and a lost Redis."""
+    """Every answer as JSON: ours, aiohttp's own (404, 405, 413), a Redis
+    failure (503), and anything unexpected (500, its text in the log only)."""
+    guard = request.app.get(GUARD)
+    if guard is not None:
+        guard.request_started(request.protocol)
     try:
         return await handler(request)
     except Refused as refusal:
@@ -97,105 +129,131 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         kept = {k: v for k, v in exc.headers.items() if k not in ("Content-Type", "Content-Length")}
         return web.json_response({"error": exc.reason}, status=exc.status, headers=kept)
-    except (RedisConnectionError, RedisTimeoutError) as exc:
-        log.warning("http.redis_unavailable", path=request.path, error=exc)
-        return web.json_response(
-            {"error": "Redis cannot be reached; try again"},
-            status=503,
-            headers={"Retry-After": "1"},
-        )
+    except RedisError as exc:
+        return redis_failed(request, exc)
+    except Exception:  # the last line of defence: logged with its traceback, answered 500
+        log.exception("http.internal_error", path=request.path, method=request.method)
+        return web.json_response({"error": "internal error"}, status=500)
+    finally:
+        if guard is not None:
+            guard.request_finished(request.protocol)
+
+
+def redis_failed(request: web.Request, exc: RedisError) -> web.Response:
+    """503 with Retry-After for any Redis error: lost, full (OOM), moved, refused."""
+    lost = isinstance(exc, RedisConnectionError | RedisTimeoutError)
+    held = request.app[REDIS_ERROR_LOG].admit(asyncio.get_running_loop().time())
+    if held is not None:
+        # The class and the (redacted) message: Redis's replies name commands
+        # and keys, never our keys' values or the client's password.
+        log.warning("http.redis_error", path=request.path, error=exc, also_since_last=held)
+    message = "Redis cannot be reached; try again" if lost else "Redis refused; try again later"
+    retry_after = RETRY_AFTER_REDIS_LOST if lost else RETRY_AFTER_REDIS_ERROR
+    return web.json_response({"error": message}, status=503, headers={"Retry-After": retry_after})
 
 
 def authenticate(request: web.Request) -> str:
     """The producer's name for the request's bearer key; 401 when there is none."""
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    presented = presented_key_digest(request)
     found: str | None = None
-    if scheme.lower() == "bearer" and presented.strip():
-        digest = hashlib.sha256(presented.strip().encode("utf-8", "replace")).digest()
+    if presented is not None:
         for name, expected in request.app[KEY_DIGESTS]:
             # No early exit: every key is compared on every request.
-            if hmac.compare_digest(digest, expected):
+            if hmac.compare_digest(presented, expected):
                 found = name
     if found is None:
-        log.warning("http.unauthorized", path=request.path, remote=request.remote)
-        raise Refused(
-            401,
-            "missing or wrong bearer key",
-            headers={"WWW-Authenticate": 'Bearer realm="ozonetel-purge"'},
-        )
+        raise unauthorized(request)
     return found
 
 
-def new_limiter(rate_per_s: float) -> AsyncLimiter:
-    # AsyncLimiter refuses an amount above max_rate, so below one request per
-    # second the bucket holds one request and drains over 1/rate seconds.
-    return AsyncLimiter(rate_per_s, 1) if rate_per_s >= 1 else AsyncLimiter(1, 1 / rate_per_s)
-
-
-async def throttle(request: web.Request, producer: str) -> None:
-    """Take one request from the producer's allowance; 429 when it has none."""
-    limiters = request.app[LIMITERS]
-    limiter = limiters.get(producer)
-    if limiter is None:
-        # Made on first use, inside the server's loop, which the limiter binds to.
-        limiter = limiters[producer] = new_limiter(request.app[SETTINGS].producer_rate_per_s)
-    if not limiter.has_capacity():
-        retry_after = max(1, math.ceil(limiter.time_period / limiter.max_rate))
+def take_allowance(request: web.Request, producer: str, items: int = 0) -> None:
+    """Take one request (or ``items`` items) from the producer's allowance;
+    429 with Retry-After when it is short, and nothing taken."""
+    settings = request.app[SETTINGS]
+    if items:
+        buckets, rate, amount, what = (
+            request.app[ITEM_BUCKETS], settings.producer_items_per_s, items, "items")  # fmt: skip
+    else:
+        buckets, rate, amount, what = (
+            request.app[REQUEST_BUCKETS], settings.producer_rate_per_s, 1, "requests")  # fmt: skip
+    now = asyncio.get_running_loop().time()
+    bucket = buckets.get(producer)
+    if bucket is None:
+        # A bucket holds one second of allowance, and never less than one
+        # request's worth, so that any single acceptable request can pass.
+        capacity = max(rate, float(settings.http_max_items if items else 1))
+        # Made on first use, on the server's loop clock; one per configured key.
+        bucket = buckets[producer] = TokenBucket(rate, capacity, now)
+    wait_s = bucket.take(amount, now)
+    if wait_s > 0:
+        retry_after = max(1, math.ceil(min(wait_s, 3600.0)))
         raise Refused(
-            429, "too many requests for this key", headers={"Retry-After": str(retry_after)}
+            429, f"too many {what} for this key", headers={"Retry-After": str(retry_after)}
         )
-    # With capacity there, acquire() takes it without suspending: nothing else
-    # runs between the check above and the take.
-    await limiter.acquire()
 
 
-def plan_item(item: Any, defaults: dict[str, Any], settings: Settings) -> Planned:
+def default_account(settings: Settings, producer: str) -> str:
+    """Where an item that names no account goes: the first account this key may use."""
+    usable = [name for name in settings.accounts if settings.producer_may_use(producer, name)]
+    return usable[0] if usable else settings.account().name
+
+
+def plan_item(item: Any, defaults: dict[str, Any], settings: Settings, producer: str) -> Planned:
     """One item of a request as a job and its destination; BadInput says why not."""
     if not isinstance(item, dict):
         raise BadInput("an item must be a JSON object")
     fields = {**defaults, **item}
-    account = fields.pop("account", settings.account().name)
+    account = fields.pop("account", default_account(settings, producer))
     urgent = fields.pop("urgent", False)
     if "job_id" in fields:
         raise BadInput("unknown field 'job_id' (the job id is 'id')")
-    check_destination(account, urgent, settings)
+    check_destination(account, urgent, settings, producer)
     return Planned(account, urgent, job_from_item(fields))
 
 
-def check_destination(account: Any, urgent: Any, settings: Settings) -> None:
-    if not isinstance(account, str) or account not in settings.accounts:
+def check_destination(account: Any, urgent: Any, settings: Settings, producer: str) -> None:
+    # An account this key may not use reads as one that does not exist.
+    if not isinstance(account, str) or not settings.producer_may_use(producer, account):
         raise BadInput("unknown account")
     if not isinstance(urgent, bool):
         raise BadInput("urgent must be true or false")
 
 
-def plan_body(body: Any, settings: Settings) -> list[Planned]:
-    """Validate every item of a request; 422 with each refused item's reason."""
+def items_of(body: Any, settings: Settings, producer: str) -> tuple[list[Any], dict[str, Any]]:
+    """The request's items and the batch's defaults; 422 when the shape is wrong."""
     if not isinstance(body, dict):
         raise Refused(422, "the body must be a JSON object")
-    defaults: dict[str, Any] = {}
-    items: Any = [body]
-    if "items" in body:
-        unknown = sorted(set(body) - {"items", *BATCH_DEFAULTS})
-        if unknown:
-            raise Refused(422, f"unknown field {unknown[0]!r} beside 'items'")
-        items = body["items"]
-        if not isinstance(items, list) or not items:
-            raise Refused(422, "items must be a non-empty list")
-        defaults = {key: body[key] for key in BATCH_DEFAULTS if key in body}
-        try:
-            # Checked even when every item sets its own: a wrong default is a
-            # caller's mistake worth hearing about.
-            account = defaults.get("account", settings.account().name)
-            check_destination(account, defaults.get("urgent", False), settings)
-        except BadInput as exc:
-            raise Refused(422, f"batch: {exc}") from None
+    if "items" not in body:
+        return [body], {}
+    unknown = sorted(set(body) - {"items", *BATCH_DEFAULTS})
+    if unknown:
+        raise Refused(422, f"unknown field {unknown[0]!r} beside 'items'")
+    items = body["items"]
+    if not isinstance(items, list) or not items:
+        raise Refused(422, "items must be a non-empty list")
+    defaults = {key: body[key] for key in BATCH_DEFAULTS if key in body}
+    try:
+        # Checked even when every item sets its own: a wrong default is a
+        # caller's mistake worth hearing about.
+        account = defaults.get("account", default_account(settings, producer))
+        check_destination(account, defaults.get("urgent", False), settings, producer)
+    except BadInput as exc:
+        raise Refused(422, f"batch: {exc}") from None
+    return items, defaults
+
+
+async def plan_items(
+    items: list[Any], defaults: dict[str, Any], settings: Settings, producer: str
+) -> list[Planned]:
+    """Validate every item; 422 with each refused item's reason."""
     planned: list[Planned] = []
     errors: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(items):
+        if index and index % ITEMS_PER_SLICE == 0:
+            await asyncio.sleep(0)
         try:
-            plan = plan_item(item, defaults, settings)
+            plan = plan_item(item, defaults, settings, producer)
         except BadInput as exc:
             errors.append({"index": index, "reason": str(exc)})
             continue
@@ -220,25 +278,36 @@ def refuse_declared_size(request: web.Request, limit: int) -> None:
         raise Refused(413, f"the body is larger than {limit} bytes")
 
 
-async def read_json(request: web.Request, limit: int) -> Any:
+async def read_json(request: web.Request, settings: Settings) -> Any:
     # A body that declared no length (chunked) is cut off at client_max_size
-    # while it is read.
+    # while it is read; a body that trickles in is cut off at the timeout.
+    limit = settings.http_max_body_bytes
     try:
-        raw = await request.read()
+        async with asyncio.timeout(settings.http_body_timeout_s):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise Refused(413, f"the body is larger than {limit} bytes") from None
+    except TimeoutError:
+        raise Refused(408, "the body did not arrive in time") from None
     try:
         return json.loads(raw)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
         raise Refused(400, "the body is not JSON") from None
+    except RecursionError:
+        # 100,000 '[' in a row: the decoder gives up before our stack does.
+        raise Refused(400, "the body is nested too deeply") from None
 
 
 async def post_deletions(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     producer = authenticate(request)
     refuse_declared_size(request, settings.http_max_body_bytes)
-    await throttle(request, producer)
-    planned = plan_body(await read_json(request, settings.http_max_body_bytes), settings)
+    take_allowance(request, producer)
+    items, defaults = items_of(await read_json(request, settings), settings, producer)
+    if len(items) > settings.http_max_items:
+        raise Refused(413, f"more than {settings.http_max_items} items in one request")
+    take_allowance(request, producer, items=len(items))
+    planned = await plan_items(items, defaults, settings, producer)
     # One pipelined enqueue per (account, lane); receipts go back in item order.
     groups: dict[tuple[str, bool], list[int]] = {}
     for index, plan in enumerate(planned):
@@ -246,33 +315,53 @@ async def post_deletions(request: web.Request) -> web.Response:
     receipts: dict[int, Receipt] = {}
     for (account, urgent), indexes in groups.items():
         jobs = [planned[i].job for i in indexes]
-        got = await request.app[PRODUCERS][account].enqueue_jobs(jobs, urgent=urgent)
+        got = await request.app[PRODUCERS][account].enqueue_jobs(
+            jobs, urgent=urgent, owner=producer
+        )
         receipts.update(zip(indexes, got, strict=True))
     ordered = [receipts[i] for i in range(len(planned))]
+    conflicts = [r.job_id for r in ordered if r.conflict]
     log.info(
         "http.enqueued",
         producer=producer,
         jobs=len(ordered),
         duplicates=sum(r.duplicate for r in ordered),
+        conflicts=len(conflicts),
     )
-    jobs_out = [{"id": r.job_id, "duplicate": r.duplicate} for r in ordered]
-    return web.json_response({"jobs": jobs_out}, status=202)
+    body: dict[str, Any] = {
+        "jobs": [
+            {"id": r.job_id, "duplicate": r.duplicate, "conflict": r.conflict} for r in ordered
+        ]
+    }
+    if conflicts:
+        shown = ", ".join(repr(job_id) for job_id in conflicts[:10])
+        more = f" and {len(conflicts) - 10} more" if len(conflicts) > 10 else ""
+        body["error"] = (
+            f"job ids already taken by another producer or number, not queued: {shown}{more}; "
+            "the other items were queued"
+        )
+        return web.json_response(body, status=409)
+    return web.json_response(body, status=202)
 
 
 async def get_deletion(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    await throttle(request, authenticate(request))
-    account = request.query.get("account", settings.account().name)
-    if account not in settings.accounts:
+    producer = authenticate(request)
+    take_allowance(request, producer)
+    account = request.query.get("account", default_account(settings, producer))
+    if not settings.producer_may_use(producer, account):
         raise Refused(422, "unknown account")
     try:
-        status = await request.app[PRODUCERS][account].status(request.match_info["id"])
+        status = await request.app[PRODUCERS][account].status(
+            request.match_info["id"], owner=producer
+        )
     except BadInput as exc:
         raise Refused(422, str(exc)) from None
     return web.json_response(status.to_dict())
 
 
 async def get_openapi(request: web.Request) -> web.Response:
+    require_ops_key(request)
     return web.json_response(request.app[OPENAPI])
 
 
@@ -288,16 +377,21 @@ def create_http_app(settings: Settings, redis: Redis) -> web.Application:
         name: Producer(redis, account=name, key_prefix=settings.key_prefix)
         for name in settings.accounts
     }
+    for key in (*settings.producer_keys.values(), settings.ops_key):
+        # Should a careless line, or a library's, ever quote one: redacted.
+        register_secret(key.reveal())
     app[KEY_DIGESTS] = tuple(
-        (name, hashlib.sha256(key.reveal().encode()).digest())
-        for name, key in settings.producer_keys.items()
+        (name, key_digest(key.reveal())) for name, key in settings.producer_keys.items()
     )
-    app[LIMITERS] = {}
+    app[REQUEST_BUCKETS] = {}
+    app[ITEM_BUCKETS] = {}
+    app[GUARD] = ConnectionGuard(settings.http_max_connections, settings.http_header_timeout_s)
+    app[REDIS_ERROR_LOG] = WarningSampler(REDIS_ERROR_LOG_PERIOD_S)
     app[OPENAPI] = openapi_document(settings)
     app.router.add_post("/v1/deletions", post_deletions)
     app.router.add_get("/v1/deletions/{id}", get_deletion)
     app.router.add_get("/openapi.json", get_openapi)
-    add_ops_routes(app)
+    add_ops_routes(app, settings)
     return app
 
 
@@ -327,19 +421,33 @@ async def serve_http(
     """
     if not settings.producer_keys:
         log.warning("http.no_producer_keys", effect="POST /v1/deletions answers 401")
-    # No access log: its lines are unstructured, and request paths carry job ids
-    # that belong in the structured log lines the handlers write.
-    runner = web.AppRunner(
-        create_http_app(settings, redis), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S
-    )
+    app = create_http_app(settings, redis)
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
+    server = runner.server
+    assert server is not None  # setup() made it
+    loop = asyncio.get_running_loop()
+
+    def connection() -> GuardedHandler:
+        # Our own protocol factory instead of a TCPSite, so that every
+        # connection is counted by the guard and aiohttp's own refusals are
+        # JSON. No access log: its lines are unstructured, and request paths
+        # carry job ids that belong in the structured lines the handlers write.
+        return GuardedHandler(server, app[GUARD], loop=loop,
+                              keepalive_timeout=HTTP_KEEPALIVE_S, access_log=None)  # fmt: skip
+
+    listener: asyncio.Server | None = None
     try:
         try:
-            await web.TCPSite(runner, host, port).start()
+            listener = await loop.create_server(connection, host, port)
         except OSError as exc:
             raise BadInput(f"cannot serve HTTP on {host}:{port}: {exc.strerror or exc}") from None
         log.info("http.listening", host=host, port=port)
         await stopping.wait()
     finally:
+        if listener is not None:
+            listener.close()  # no new connections; those open finish below
         await runner.cleanup()
+        if listener is not None:
+            await listener.wait_closed()
         log.info("http.stopped")

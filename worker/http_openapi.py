@@ -71,11 +71,22 @@ _UNAUTHORIZED = {
     **_error("Missing or wrong bearer key."),
     "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
 }
-_THROTTLED = {
-    **_error("This producer key made too many requests; try again after Retry-After seconds."),
+
+
+def _error_with_retry(description: str) -> dict[str, Any]:
+    return {
+        **_error(description),
+        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+    }
+
+
+_THROTTLED = _error_with_retry(
+    "This producer key made too many requests; try again after Retry-After seconds."
+)
+_NO_REDIS = {
+    **_error("Redis cannot be reached or refused; try again after Retry-After seconds."),
     "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
 }
-_NO_REDIS = _error("Redis cannot be reached; nothing was queued by this request's failure.")
 
 
 def _schemas(accounts: list[str]) -> dict[str, Any]:
@@ -126,7 +137,7 @@ def _schemas(accounts: list[str]) -> dict[str, Any]:
                     "description": "One entry per item, in the order sent.",
                     "items": {
                         "type": "object",
-                        "required": ["id", "duplicate"],
+                        "required": ["id", "duplicate", "conflict"],
                         "properties": {
                             "id": {"type": "string"},
                             "duplicate": {
@@ -134,9 +145,18 @@ def _schemas(accounts: list[str]) -> dict[str, Any]:
                                 "description": "Nothing new was queued: this id has already "
                                 "ended, or the same campaign and phone are already queued.",
                             },
+                            "conflict": {
+                                "type": "boolean",
+                                "description": "Nothing was queued: this id is already "
+                                "claimed by another producer, or for another number.",
+                            },
                         },
                     },
-                }
+                },
+                "error": {
+                    "type": "string",
+                    "description": "409 only: which ids conflicted.",
+                },
             },
         },
         "JobStatus": {
@@ -194,10 +214,13 @@ def _schemas(accounts: list[str]) -> dict[str, Any]:
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
-    """The document, with this server's accounts and body size limit in it."""
-    max_body_bytes = settings.http_max_body_bytes
+    """The document, with this server's accounts and limits in it."""
+    max_body_bytes, max_items = settings.http_max_body_bytes, settings.http_max_items
     schemas = _schemas(list(settings.accounts))
     bearer: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+    # /metrics and /openapi.json ask for the ops key only when one is set.
+    ops: list[dict[str, list[str]]] = [{"opsKey": []}] if settings.ops_key else []
+    ops_refusals = {"401": _UNAUTHORIZED} if settings.ops_key else {}
     return {
         "openapi": "3.0.3",
         "info": {
@@ -228,11 +251,26 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     },
                     "responses": {
                         "202": _json("Queued (or recognised as duplicates).", "Accepted"),
-                        "400": _error("The body is not JSON."),
+                        "400": _error("The body is not JSON, or is nested too deeply."),
                         "401": _UNAUTHORIZED,
-                        "413": _error(f"The body is larger than {max_body_bytes} bytes."),
-                        "422": _error("Some items are invalid; nothing was queued."),
-                        "429": _THROTTLED,
+                        "408": _error("The body did not arrive in time."),
+                        "409": _json(
+                            "Some ids are already claimed by another producer or for another "
+                            "number: those items were not queued, the others were.",
+                            "Accepted",
+                        ),
+                        "413": _error(
+                            f"The body is larger than {max_body_bytes} bytes, or holds more "
+                            f"than {max_items} items."
+                        ),
+                        "422": _error(
+                            "Some items are invalid, or name an account this key may not "
+                            "use; nothing was queued."
+                        ),
+                        "429": _error_with_retry(
+                            "This producer key made too many requests, or sent too many "
+                            "items; try again after Retry-After seconds."
+                        ),
                         "503": _NO_REDIS,
                     },
                 }
@@ -254,7 +292,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "responses": {
                         "200": _json("The job's status.", "JobStatus"),
                         "401": _UNAUTHORIZED,
-                        "422": _error("Not a valid job id, or an unknown account."),
+                        "422": _error("Not a valid job id, or an account unknown to this key."),
                         "429": _THROTTLED,
                         "503": _NO_REDIS,
                     },
@@ -283,12 +321,13 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "get": {
                     "operationId": "metrics",
                     "summary": "Prometheus metrics, per account, cluster-wide",
-                    "security": [],
+                    "security": ops,
                     "responses": {
                         "200": {
                             "description": "Prometheus text exposition format 0.0.4.",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
                         },
+                        **ops_refusals,
                         "503": _NO_REDIS,
                     },
                 }
@@ -300,7 +339,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "A producer key (OZP_PRODUCER_KEYS).",
-                }
+                },
+                "opsKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The operators' key (OZP_OPS_KEY), when one is set.",
+                },
             },
             "schemas": schemas,
         },
