@@ -29,6 +29,8 @@ from worker.queue import Queue
 
 RATE_PERIOD_S = 60.0
 GENERATIONS_PERIOD_MS = 3_600_000
+# Counters and epoch milliseconds fit in 19 digits; more was not written by us.
+MAX_STORED_DIGITS = 19
 
 
 async def server_time_ms(redis: Redis) -> int:
@@ -77,15 +79,15 @@ async def token_health(redis: Redis, keys: AccountKeys, account: AccountSettings
         pipe.get(keys.token_wait)
         pipe.get(keys.halted)
         (gen, exp_ms, issued_ms), generations, waiting, halted = await pipe.execute()
-    present = exp_ms is not None
+    expires_ms, issued = stored_int(exp_ms), stored_int(issued_ms)
     return {
         "account": account.name,
         "auth_mode": account.auth_mode,
-        "present": present,
-        "generation": int(gen) if gen is not None else 0,
-        "age_s": _seconds(now_ms - int(issued_ms)) if issued_ms is not None else None,
+        "present": expires_ms is not None,
+        "generation": stored_int(gen) or 0,
+        "age_s": _seconds(now_ms - issued) if issued is not None else None,
         # Negative once expired: the sign is the news.
-        "expires_in_s": _seconds(int(exp_ms) - now_ms) if present else None,
+        "expires_in_s": _seconds(expires_ms - now_ms) if expires_ms is not None else None,
         "generations_last_hour": int(generations),
         "budget": account.token_budget,
         "waiting": waiting,
@@ -95,6 +97,16 @@ async def token_health(redis: Redis, keys: AccountKeys, account: AccountSettings
 
 def _seconds(ms: int) -> int:
     return math.floor(ms / 1000)
+
+
+def stored_int(value: object) -> int | None:
+    """An integer our own scripts stored, or None when the key holds something
+    else (written by hand, or half-restored): a view shows ``-``, never fails."""
+    text = str(value) if value is not None else ""
+    digits = text.removeprefix("-")
+    if not digits.isascii() or not digits.isdigit() or len(digits) > MAX_STORED_DIGITS:
+        return None
+    return int(text)
 
 
 async def account_status(redis: Redis, settings: Settings, name: str) -> dict[str, Any]:
@@ -114,8 +126,8 @@ async def account_status(redis: Redis, settings: Settings, name: str) -> dict[st
         "queued": {"urgent": counts.urgent, "bulk": counts.bulk},
         "in_flight": counts.in_flight,
         "delayed": counts.delayed,
-        "done": int(deleted or 0) + int(already or 0),
-        "dead": int(dead or 0),
+        "done": (stored_int(deleted) or 0) + (stored_int(already) or 0),
+        "dead": stored_int(dead) or 0,
         "paused": bool(paused),
         "halted": halted,
         "rate_last_min": rate,
