@@ -21,7 +21,7 @@ SHARE = RetryShare(per_window=1000, window_us=60_000_000)
 
 
 def _parts(redis: Redis, prefix: str) -> tuple[AccountKeys, Queue, Limiter]:
-    settings = make_settings("unused", prefix)
+    settings = make_settings("redis://127.0.0.1:9/0", prefix)
     keys = AccountKeys(prefix, "default")
     return keys, Queue(redis, keys), Limiter(redis, keys, settings.account())
 
@@ -59,7 +59,7 @@ async def test_duplicates_of_queued_work_are_skipped_until_it_ends(
     assert await queue.enqueue(make_job("other", "9845000001"))
     fetched = await _fetch(queue, limiter)
     assert isinstance(fetched, Fetched)
-    recorder = Recorder(redis, keys, make_settings("unused", key_prefix))
+    recorder = Recorder(redis, keys, make_settings("redis://127.0.0.1:9/0", key_prefix))
     assert await recorder.record(fetched.delivery, Record("deleted", "Deleted Successfully", 1))
     # Once it has its terminal record, the same number may be queued again.
     assert await queue.enqueue(make_job("c", "9845000001"))
@@ -72,7 +72,7 @@ async def test_recording_is_idempotent_by_job_id(redis: Redis, key_prefix: str) 
     await queue.enqueue(job)
     fetched = await _fetch(queue, limiter)
     assert isinstance(fetched, Fetched)
-    recorder = Recorder(redis, keys, make_settings("unused", key_prefix))
+    recorder = Recorder(redis, keys, make_settings("redis://127.0.0.1:9/0", key_prefix))
     assert await recorder.record(
         fetched.delivery, Record("dead", "No Record Found", 1, "no_record")
     )
@@ -185,7 +185,7 @@ async def test_silent_consumers_holding_nothing_are_forgotten_and_holders_kept(
     await queue.enqueue_many([make_job("c", "9845000001"), make_job("c", "9845000002")])
     done = await _fetch(queue, limiter, consumer="gone")
     assert isinstance(done, Fetched)
-    recorder = Recorder(redis, keys, make_settings("unused", key_prefix))
+    recorder = Recorder(redis, keys, make_settings("redis://127.0.0.1:9/0", key_prefix))
     await recorder.record(done.delivery, Record("deleted", "Deleted Successfully", 1))
     held = await _fetch(queue, limiter, consumer="busy")
     assert isinstance(held, Fetched)

@@ -128,7 +128,9 @@ async def test_token_health_tells_age_and_expiry_but_never_the_token(
 
 
 def test_eta_uses_the_tightest_cap() -> None:
-    settings = make_settings("redis://127.0.0.1:9/0", "p", rate_window_s=60.0, rate_cap_per_hour=600)
+    settings = make_settings(
+        "redis://127.0.0.1:9/0", "p", rate_window_s=60.0, rate_cap_per_hour=600
+    )
     account = settings.account()
     assert eta_seconds(0, account) is None
     # 100 per minute would take 6 s for 10; 600 per hour takes 60 s.
