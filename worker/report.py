@@ -11,6 +11,11 @@ Written into the report directory:
   elapsed time and rate, and where the files are.
 - the rejects file (``rejects.csv`` by default): line, reason, raw.
 
+Every cell of both CSV files that a spreadsheet would take for a formula
+(starting with ``=``, ``+``, ``-``, ``@``, TAB or CR) is written with a
+leading ``'``: a phone ``+919845012345`` reads ``'+919845012345``. See
+:mod:`worker.csv_cells` for the rule and for reading a cell back.
+
 The report is built by reading the file again, in batches, and looking up
 each row's job by its id (``<tag>-<line>``) in one script call per batch
 (``drain_outcomes.lua``): the job's status hash says whether it ended, and
@@ -23,7 +28,6 @@ never passes for a complete one.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections import Counter
@@ -37,6 +41,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from worker.csv_cells import SafeCsvWriter
 from worker.drain_rows import Row, duplicate_field
 from worker.errors import BadInput
 from worker.importer import Rejected, RejectsWriter
@@ -139,7 +144,7 @@ class _ReportFiles:
         except BadInput:
             self._handle.close()
             raise
-        self.outcomes = csv.writer(self._handle)
+        self.outcomes = SafeCsvWriter(self._handle)
         self.outcomes.writerow(OUTCOME_COLUMNS)
 
     def close(self) -> None:
