@@ -29,10 +29,11 @@ what it may not touch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -419,6 +420,23 @@ async def serve_http(
     Raises :class:`BadInput` at once when it cannot listen there (the port is
     taken, the address is not this host's).
     """
+    async with listening(settings, redis, host, port):
+        await stopping.wait()
+
+
+@dataclass(frozen=True)
+class Listening:
+    """A server that is listening: its app, and the port it got (for port 0)."""
+
+    app: web.Application
+    port: int
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    settings: Settings, redis: Redis, host: str, port: int
+) -> AsyncIterator[Listening]:
+    """The server, listening on ``host:port`` while the block runs."""
     if not settings.producer_keys:
         log.warning("http.no_producer_keys", effect="POST /v1/deletions answers 401")
     app = create_http_app(settings, redis)
@@ -442,8 +460,9 @@ async def serve_http(
             listener = await loop.create_server(connection, host, port)
         except OSError as exc:
             raise BadInput(f"cannot serve HTTP on {host}:{port}: {exc.strerror or exc}") from None
-        log.info("http.listening", host=host, port=port)
-        await stopping.wait()
+        bound = int(listener.sockets[0].getsockname()[1])
+        log.info("http.listening", host=host, port=bound)
+        yield Listening(app, bound)
     finally:
         if listener is not None:
             listener.close()  # no new connections; those open finish below

@@ -69,6 +69,11 @@ class ConnectionGuard:
     def open_connections(self) -> int:
         return len(self._open)
 
+    @property
+    def busy_connections(self) -> int:
+        """Connections inside a request: these are never evicted."""
+        return sum(connection.busy for connection in self._open.values())
+
     def admit(self, handler: web.RequestHandler, transport: asyncio.Transport) -> bool:
         """Make room for a new connection; False when every slot is busy."""
         if len(self._open) >= self.max_connections:
