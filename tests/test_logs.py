@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,14 @@ from tests.conftest import TIME_SCALE, Simulator, make_settings
 from worker.config import Secret
 from worker.jobs import make_job
 from worker.keys import AccountKeys
-from worker.logs import configure_logging, get_logger, mask_phone, redact, register_secret
+from worker.logs import (
+    WarningSampler,
+    configure_logging,
+    get_logger,
+    mask_phone,
+    redact,
+    register_secret,
+)
 from worker.pool import run_pool
 from worker.queue import Queue
 
@@ -90,3 +98,41 @@ async def test_a_whole_run_logs_no_key_no_token_and_no_whole_number(
     # The results stream keeps the numbers whole: producers need them.
     results = await redis.xrange(keys.results)
     assert {fields["phone"] for _, fields in results} == set(PHONES)
+
+
+def test_standard_library_records_go_through_the_same_redaction(log_lines: io.StringIO) -> None:
+    register_secret("prod-key-7c1d9e0b44aa")
+    try:
+        raise ValueError("Got more than 8190 bytes: Authorization: Bearer unregistered-key-42")
+    except ValueError:
+        logging.getLogger("aiohttp.server").exception("Error handling request from 9845012345")
+    logging.getLogger("asyncio").warning("task failed with prod-key-7c1d9e0b44aa inside")
+    logging.getLogger("some.library").debug("basic dXNlcjpwYXNz and %s", "9845099999")
+
+    lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    assert [line["logger"] for line in lines] == ["aiohttp.server", "asyncio", "some.library"]
+    assert [line["level"] for line in lines] == ["error", "warning", "debug"]
+    text = log_lines.getvalue()
+    for leaked in ("unregistered-key-42", "prod-key-7c1d9e0b44aa", "dXNlcjpwYXNz", "9845012345",
+                   "9845099999"):  # fmt: skip
+        assert leaked not in text
+    assert "Bearer ***" in lines[0]["exception"] and "ValueError" in lines[0]["exception"]
+
+
+def test_configuring_again_replaces_the_standard_library_handler() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        configure_logging(level="info", json=True, stream=first)
+        configure_logging(level="info", json=True, stream=second)
+        logging.getLogger("x").info("once")
+    finally:
+        configure_logging(level="warning", json=True)
+    assert first.getvalue() == "" and len(second.getvalue().splitlines()) == 1
+
+
+def test_the_sampler_lets_one_warning_through_per_period_and_counts_the_rest() -> None:
+    sampler = WarningSampler(10.0)
+    assert sampler.admit(0.0) == 0
+    assert [sampler.admit(t) for t in (1.0, 2.0, 9.9)] == [None, None, None]
+    assert sampler.admit(10.0) == 3
+    assert sampler.admit(15.0) is None and sampler.admit(20.5) == 1
