@@ -1,24 +1,30 @@
 """The Redis connection: one client per process, replies decoded as text.
 
-Every new connection first asks the server for its ``run_id``. When it has
-changed, the server restarted and may have lost recent writes (AOF syncs
-once a second), so the commands registered with :class:`RestartWatch` (the
+Every new connection first asks whether the server restarted since the last
+one. A restarted server may have lost recent writes (AOF syncs once a
+second), so the commands registered with :class:`RestartWatch` (the
 limiters' cool-downs) run on that connection before anything else does.
+
+A URL is only ever shown through :func:`redacted_url`; the password it
+carries is also registered with the log redaction, so that no log line can
+print it either.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote_plus
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import Connection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
+from redis.exceptions import AuthenticationError, AuthorizationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from worker.errors import RedisUnavailable
-from worker.logs import get_logger
+from worker.errors import ConfigError, RedisCredentialsRefused, RedisUnavailable
+from worker.logs import REDACTED, get_logger, register_secret
 
 log = get_logger(__name__)
 
@@ -26,12 +32,100 @@ log = get_logger(__name__)
 # gives up on it.
 SOCKET_TIMEOUT_S = 30.0
 
+# Query parameters whose value is a secret, matched as parts of the name:
+# redis-py reads ``password`` (and passes ``ssl_password`` and any other
+# unknown parameter on to the connection), so err on the side of hiding.
+_SECRET_PARAMETER_PARTS = ("pass", "secret", "token", "auth", "credential")
+
+# What a Redis user needs, beyond the product's keys (``~{prefix}:*``), for
+# every command of the product, and no @dangerous command (INFO, KEYS,
+# CONFIG, CLIENT LIST, ...). tests/test_redis_security.py runs the workers
+# and the CLI as a user holding exactly these, and checks that the server
+# refused nothing.
+REQUIRED_ACL_RULES = (
+    # Connection set-up: AUTH, HELLO, CLIENT SETINFO (Redis 7.2+, which
+    # redis-py sends and 7.0 does not know, hence the category), CLIENT ID
+    # for the restart watch, SELECT, PING for health checks.
+    "+@connection -@dangerous",
+    # the Lua scripts, and the pipelines that load them
+    "+eval +evalsha +script|load +script|exists +multi +exec",
+    # what the scripts and the CLI read and write
+    "+time +get +set +del +exists +expire +pexpire +pttl",
+    "+hget +hmget +hset +hgetall +hincrby +hexists",
+    "+sadd +srem +smembers",
+    "+zadd +zrem +zcard +zcount +zscore +zrange +zrangebyscore +zremrangebyscore",
+    "+xadd +xack +xdel +xlen +xrange +xrevrange +xread +xreadgroup +xautoclaim",
+    "+xpending +xgroup|create +xgroup|delconsumer +xinfo|consumers",
+)
+
+
+def acl_setuser_line(user: str, password: str, key_prefix: str) -> str:
+    """The ``ACL SETUSER`` line of a least-privilege user for ``key_prefix``."""
+    rules = " ".join(REQUIRED_ACL_RULES)
+    return f"ACL SETUSER {user} reset on >{password} ~{key_prefix}:* resetchannels -@all {rules}"
+
+
+def redacted_url(url: str) -> str:
+    """``url`` fit to show: its password, in the userinfo or the query, is ``***``.
+
+    Every scheme (redis, rediss, unix). A malformed URL is over-redacted
+    rather than under: the userinfo runs to the last ``@``, wherever it is,
+    so a password holding an unescaped ``/`` or ``?`` still disappears.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    userinfo, at, location = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        # A lone userinfo is a user name to redis-py, but people put
+        # passwords there; and a user part holding "/" or "?" means the
+        # last "@" was not the userinfo's.
+        if colon and not any(c in user for c in "/?#"):
+            location = f"{user}:{REDACTED}@{location}"
+        else:
+            location = f"{REDACTED}@{location}"
+    base, question, query = location.partition("?")
+    if question:
+        query = "&".join(_redacted_parameter(part) for part in query.split("&"))
+    return f"{scheme}{separator}{base}{question}{query}"
+
+
+def _redacted_parameter(part: str) -> str:
+    name, equals, _ = part.partition("=")
+    if equals and any(word in unquote_plus(name).lower() for word in _SECRET_PARAMETER_PARTS):
+        return f"{name}={REDACTED}"
+    return part
+
 
 class RestartWatch:
-    """Notices that the Redis server restarted, and reacts before any command."""
+    """Notices that the Redis server restarted, and reacts before any command.
+
+    The exact signal is ``run_id`` from ``INFO server``, new with every
+    server process. INFO is @dangerous in ACL terms, and a least-privilege
+    user is refused it; then the watch falls back to the connection's
+    ``CLIENT ID``, which any user may ask: a server numbers its connections
+    from 1 up and never reuses a number, so a connection numbered below one
+    this client already had cannot be on the same server process.
+
+    The fallback's blind spot: a restarted server that has already
+    accepted more connections than the old one had before our last one (a
+    young server restarted under a large fleet) passes for the old one.
+    Grant INFO where the policy allows, for the exact signal.
+
+    Connections set up at the same time are numbered in the order the
+    server accepted them, not in the order their set-ups finish: a later
+    one may report its number first. So a number is compared with the
+    highest known when this connection's own set-up (AUTH, the client
+    name, CLIENT ID) starts, once its socket is open: a connection the
+    server accepted after this one would have had to finish all of those
+    round trips before this one started its first.
+    """
 
     def __init__(self) -> None:
         self.run_id: str | None = None
+        self.highest_client_id = 0
+        self.info_refused = False
         self.restarts = 0
         self._commands: dict[str, tuple[Any, ...]] = {}
 
@@ -40,9 +134,40 @@ class RestartWatch:
         self._commands[name] = command
 
     async def on_connect(self, connection: Connection) -> None:
+        seen = (self.highest_client_id, self.restarts)
         await connection.on_connect()
-        await connection.send_command("INFO", "server")
-        info = str(await connection.read_response())
+        if await self._restarted(connection, seen):
+            self.restarts += 1
+            log.warning("redis.restarted", actions=sorted(self._commands))
+            for command in self._commands.values():
+                await connection.send_command(*command)
+                await connection.read_response()
+
+    async def _restarted(self, connection: Connection, seen: tuple[int, int]) -> bool:
+        if not self.info_refused:
+            await connection.send_command("INFO", "server")
+            try:
+                info = str(await connection.read_response())
+            except ResponseError:
+                # NOPERM for a user without @dangerous (or a proxy that
+                # hides INFO): ask once, not on every connection, since
+                # each refusal also lands in the server's ACL LOG.
+                self.info_refused = True
+                log.debug("redis.restart_watch", signal="client_id", why="INFO refused")
+            else:
+                return self._run_id_changed(info)
+        await connection.send_command("CLIENT", "ID")
+        client_id = int(await connection.read_response())
+        highest_before, restarts_before = seen
+        # After a restart every pooled connection reconnects at once; the
+        # first to finish reports it, the others are on the same new server.
+        if client_id < highest_before and self.restarts == restarts_before:
+            self.highest_client_id = client_id
+            return True
+        self.highest_client_id = max(self.highest_client_id, client_id)
+        return False
+
+    def _run_id_changed(self, info: str) -> bool:
         run_id = next(
             (
                 line.partition(":")[2].strip()
@@ -51,13 +176,9 @@ class RestartWatch:
             ),
             "",
         )
-        if self.run_id is not None and run_id != self.run_id:
-            self.restarts += 1
-            log.warning("redis.restarted", actions=sorted(self._commands))
-            for command in self._commands.values():
-                await connection.send_command(*command)
-                await connection.read_response()
+        changed = self.run_id is not None and run_id != self.run_id
         self.run_id = run_id
+        return changed
 
 
 def restart_watch(redis: Redis) -> RestartWatch | None:
@@ -67,18 +188,45 @@ def restart_watch(redis: Redis) -> RestartWatch | None:
     return watch if isinstance(watch, RestartWatch) else None
 
 
+def _worth_retrying(error: Exception) -> bool:
+    # redis-py's AuthenticationError (a wrong or missing password, NOAUTH,
+    # WRONGPASS) subclasses ConnectionError; retried, it would open hundreds
+    # of connections over minutes before failing the same way.
+    return not isinstance(error, AuthenticationError | AuthorizationError)
+
+
 def redis_client(url: str) -> Redis:
     """A client that retries a dropped connection with jittered backoff."""
-    return Redis.from_url(
+    try:
+        password = parse_url(url).get("password")
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL {redacted_url(url)}: {exc}") from None
+    if isinstance(password, str):
+        register_secret(password)
+    client = Redis.from_url(
         url,
         decode_responses=True,
+        # A stream entry holding bytes that are not UTF-8 reads as a str
+        # with lone surrogates instead of raising, and writes back as the
+        # same bytes.
+        encoding_errors="surrogateescape",
         socket_timeout=SOCKET_TIMEOUT_S,
         socket_connect_timeout=5.0,
         health_check_interval=15,
-        retry=Retry(EqualJitterBackoff(cap=2.0, base=0.05), retries=5),
+        retry=Retry(
+            EqualJitterBackoff(cap=2.0, base=0.05), retries=5, is_retryable=_worth_retrying
+        ),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         redis_connect_func=RestartWatch().on_connect,
     )
+    pool = client.connection_pool
+    try:
+        # No I/O: a query parameter that the connection does not take would
+        # otherwise surface as a TypeError at the first command.
+        pool.connection_class(**pool.connection_kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"REDIS_URL {redacted_url(url)}: {exc}") from None
+    return client
 
 
 async def connect(url: str) -> Redis:
@@ -86,14 +234,16 @@ async def connect(url: str) -> Redis:
     client = redis_client(url)
     try:
         await client.ping()
+    except (AuthenticationError, AuthorizationError) as exc:
+        await client.aclose()
+        raise RedisCredentialsRefused(
+            f"Redis at {redacted_url(url)} refused the credentials ({exc}); "
+            "set the user and password in REDIS_URL (redis://USER:PASSWORD@HOST:PORT/0)"
+        ) from None
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         await client.aclose()
-        raise RedisUnavailable(f"cannot reach Redis at {_without_password(url)}: {exc}") from None
+        raise RedisUnavailable(f"cannot reach Redis at {redacted_url(url)}: {exc}") from None
+    except BaseException:
+        await client.aclose()
+        raise
     return client
-
-
-def _without_password(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"

@@ -4,12 +4,22 @@ The binary is the one on ``PATH``, else the one the ``embedded`` extra
 bundles. The server listens on loopback only, on a free port, and keeps
 its data (AOF, fsync every second) in a state directory, so an interrupted
 ``drain`` resumes where it stopped.
+
+The AOF holds the account's bearer token and the phone numbers, so nobody
+else on the machine may read it or talk to the server: the state directory
+is ``0700`` and everything the server writes in it ``0600`` (the server runs
+under umask 077, whatever the caller's), and the server wants a random
+password, which :attr:`EmbeddedRedis.url` carries. The password reaches the
+server on its standard input, never on its command line, which every user
+can read in ``ps``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,8 +30,10 @@ from pathlib import Path
 from types import TracebackType
 
 from worker.errors import EmbeddedRedisError
+from worker.logs import register_secret
 
 START_TIMEOUT_S = 10.0
+PRIVATE_UMASK = 0o077
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
@@ -44,13 +56,17 @@ def find_redis_server() -> str:
     )
 
 
-def _terminate_with_parent() -> None:
-    """Ask Linux to send SIGTERM to the server when its parent dies.
+def _prepare_child() -> None:
+    """Runs in the child between fork and exec: a private umask, then PDEATHSIG.
 
-    A ``drain`` killed with SIGKILL cannot stop its server; without this the
-    orphan would hold the state directory (and its port) until reboot. On
-    SIGTERM the server writes its AOF and exits, so the re-run resumes.
+    The umask makes every file the server creates (AOF, its directory, the
+    log) readable by its owner only. PDEATHSIG asks Linux to send SIGTERM to
+    the server when its parent dies: a ``drain`` killed with SIGKILL cannot
+    stop its server, and the orphan would hold the state directory (and its
+    port) until reboot. On SIGTERM the server writes its AOF and exits, so
+    the re-run resumes.
     """
+    os.umask(PRIVATE_UMASK)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -69,15 +85,25 @@ class EmbeddedRedis:
         self.state_dir = state_dir
         self.port = port or free_port()
         self.persist = persist
+        # One password for the object's life: a client keeps its URL across
+        # a stop() and start() of the same server.
+        self.password = secrets.token_urlsafe(24)
+        register_secret(self.password)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The URL with the password; show it only through ``redacted_url``."""
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._process.pid if self._process is not None else None
 
     def start(self) -> EmbeddedRedis:
         binary = find_redis_server()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        _make_private(self.state_dir)
         persistence = (
             ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
             if self.persist
@@ -85,6 +111,7 @@ class EmbeddedRedis:
         )
         args = [
             binary,
+            "-",  # the rest of the configuration, the password, on stdin
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.state_dir),
@@ -94,11 +121,16 @@ class EmbeddedRedis:
         ]  # fmt: skip
         self._process = subprocess.Popen(  # noqa: S603 - fixed arguments, our own binary
             args,
+            stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            # Runs in the child between fork and exec: one prctl call, no locks.
-            preexec_fn=_terminate_with_parent,
+            # Runs in the child between fork and exec: two syscalls, no locks.
+            preexec_fn=_prepare_child,
         )
+        assert self._process.stdin is not None
+        # A server that dies at once (a bad binary) is reported by the wait.
+        with contextlib.suppress(BrokenPipeError), self._process.stdin as config:
+            config.write(f"requirepass {self.password}\n".encode())
         self._wait_until_ready()
         return self
 
@@ -113,8 +145,8 @@ class EmbeddedRedis:
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn,
             ):
-                conn.sendall(b"PING\r\n")
-                if conn.recv(16).startswith(b"+PONG"):
+                conn.sendall(_command("AUTH", self.password) + _command("PING"))
+                if _read_replies(conn, 2).endswith(b"+PONG\r\n"):
                     return
             time.sleep(0.02)
         self.stop()
@@ -144,3 +176,36 @@ class EmbeddedRedis:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _make_private(state_dir: Path) -> None:
+    """The state directory ``0700``, and nothing in it open to others.
+
+    ``chmod`` as well as ``mkdir(mode=)``: the directory may come from an
+    earlier version, made under a looser umask with the AOF already inside.
+    """
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    for path in state_dir.rglob("*"):
+        if not path.is_symlink():
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:
+                path.chmod(mode & 0o700)
+
+
+def _command(*parts: str) -> bytes:
+    encoded = [part.encode() for part in parts]
+    return f"*{len(encoded)}\r\n".encode() + b"".join(
+        b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded
+    )
+
+
+def _read_replies(conn: socket.socket, count: int) -> bytes:
+    """The first ``count`` one-line replies (status or error), or fewer on timeout."""
+    data = b""
+    while data.count(b"\r\n") < count:
+        chunk = conn.recv(256)
+        if not chunk:
+            break
+        data += chunk
+    return data

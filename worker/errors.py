@@ -4,6 +4,7 @@
     ├── ConfigError             settings missing or out of range (exit 2)
     ├── BadInput                a job, file or argument we refuse (exit 2)
     ├── RedisUnavailable        cannot reach Redis (exit 3)
+    │   └── RedisCredentialsRefused  Redis refused the user or password (exit 3)
     ├── AccountHalted           the account is halted; carries the reason (exit 4)
     ├── TokenUnavailable        no usable token right now (budget spent, refresh failing)
     │   └── TokenBudgetSpent    the 10-per-hour generation budget is used up
@@ -11,8 +12,12 @@
     ├── PermitExpired           a request was about to leave after its permit's moment
     └── EmbeddedRedisError      no redis-server binary to start, or it would not start
 
-Messages never contain the API key or a token: callers format them from
-non-secret facts only.
+Messages never contain the API key, a token or a Redis password: callers
+format them from non-secret facts only (a URL through
+:func:`worker.connection.redacted_url`).
+
+Errors that redis-py raises are not wrapped: the CLI maps them to exit codes
+(see :mod:`worker.cli.app`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ class BadInput(OzpError):
 
 class RedisUnavailable(OzpError):
     """Redis cannot be reached."""
+
+
+class RedisCredentialsRefused(RedisUnavailable):
+    """Redis refused the user name or password (or wants one and got none).
+
+    Not worth retrying: the answer will be the same until someone changes
+    REDIS_URL or the server's ACL.
+    """
 
 
 class AccountHalted(OzpError):

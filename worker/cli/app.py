@@ -17,6 +17,12 @@ from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from redis.asyncio import Redis
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    RedisError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
@@ -39,10 +45,14 @@ EXIT_FAILED = 1  # the operation failed for a reason printed (e.g. the token end
 EXIT_USAGE = 2  # bad option, bad input file or job, bad configuration
 EXIT_NO_REDIS = 3  # Redis cannot be reached
 EXIT_HALTED = 4  # an account is halted by a credential error
+# Redis answered but refused: the user lacks an ACL permission, it is out of
+# memory, a read-only replica, a Cluster node that does not hold the key, ...
+EXIT_REDIS_REFUSED = 5
 EXIT_INTERRUPTED = 130  # stopped at once by a second SIGINT or SIGTERM, as shells report it
 EXIT_CODES_HELP = (
-    "Exit codes: 0 ok, 1 failed, 2 bad input or config, 3 no Redis, 4 account halted, "
-    "130 stopped at once by a second Ctrl-C."
+    "Exit codes: 0 ok, 1 failed, 2 bad input or config, 3 no Redis (unreachable, or a wrong "
+    "or missing password), 4 account halted, 5 Redis refused a command (ACL permission, "
+    "out of memory, read-only replica), 130 stopped at once by a second Ctrl-C."
 )
 
 app = typer.Typer(
@@ -81,8 +91,22 @@ def execute(work: Callable[[Settings], Coroutine[Any, Any, int]]) -> NoReturn:
         fail(EXIT_USAGE, exc)
     except RedisUnavailable as exc:
         fail(EXIT_NO_REDIS, exc)
+    # Before ConnectionError, which it subclasses: a password changed or
+    # revoked while we ran (at start, connect() reports it).
+    except (AuthenticationError, AuthorizationError) as exc:
+        fail(EXIT_NO_REDIS, f"Redis refused the credentials of REDIS_URL: {exc}")
     except (RedisConnectionError, RedisTimeoutError) as exc:
         fail(EXIT_NO_REDIS, f"lost the connection to Redis: {exc}")
+    except NoPermissionError as exc:
+        fail(
+            EXIT_REDIS_REFUSED,
+            f"the Redis user lacks a permission: {exc} (the README lists the ACL the product "
+            "needs)",
+        )
+    except RedisError as exc:
+        # redis-py's messages name the command and the reason, never the
+        # arguments, so they hold no token, phone or password.
+        fail(EXIT_REDIS_REFUSED, f"Redis refused a command: {type(exc).__name__}: {exc}")
     except AccountHalted as exc:
         fail(EXIT_HALTED, f"{exc} (fix the credentials, then `ozonetel-purge resume`)")
     except TokenUnavailable as exc:
