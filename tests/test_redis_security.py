@@ -54,6 +54,7 @@ WORKER_PASSWORD = "worker-secret-K9x4"
 SECRET = "s3cret-Zq81"  # a password no output may ever show
 PHONES_KEPT = ["9876500001", "9876500002", "9876500003"]
 PHONE_UNKNOWN = "9876500099"  # not in the simulator's campaign: a dead letter
+PHONE_DRAINED = "9876500004"
 
 
 @pytest.fixture(autouse=True)
@@ -309,7 +310,7 @@ async def test_connect_raises_credentials_refused(
 def simulator(tmp_path: Path) -> Iterator[str]:
     """``python -m worker simulate`` holding PHONES_KEPT in campaign ``spring``."""
     campaigns = tmp_path / "campaigns.json"
-    campaigns.write_text(json.dumps({"spring": PHONES_KEPT}))
+    campaigns.write_text(json.dumps({"spring": [*PHONES_KEPT, PHONE_DRAINED]}))
     process = subprocess.Popen(
         [sys.executable, "-m", "worker", "simulate", "--port", "0", "--campaigns", str(campaigns)],
         env={k: v for k, v in os.environ.items() if not k.startswith(("OZP_", "OZONETEL_"))},
@@ -412,6 +413,13 @@ def test_a_least_privilege_acl_user_runs_the_whole_product(
         again = cli(sim_env, "run", "--until-empty")
         assert again.exit_code == EXIT_OK, again.output
 
+        drained_file = tmp_path / "drain.csv"
+        drained_file.write_text(f"campaign,phone\nspring,{PHONE_DRAINED}\n")
+        report = tmp_path / "report"
+        drained = cli(sim_env, "drain", str(drained_file), "--report", str(report))
+        assert drained.exit_code == EXIT_OK, drained.output
+        assert PHONE_DRAINED[-3:] in (report / "outcomes.csv").read_text()
+
     for command in (
         ("status", "--json"),
         ("pause", "--reason", "maintenance"),
@@ -422,7 +430,7 @@ def test_a_least_privilege_acl_user_runs_the_whole_product(
         done = cli(env, *command)
         assert done.exit_code == EXIT_OK, (command, done.output)
     status = json.loads(cli(env, "status", "--json").stdout)["accounts"]["default"]
-    assert (status["done"], status["dead"]) == (3, 2)
+    assert (status["done"], status["dead"]) == (4, 2)
 
     # Nothing was refused, not even inside a script that would swallow it:
     # only the restart watch's INFO, once per client, before it falls back.

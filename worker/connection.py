@@ -47,8 +47,9 @@ REQUIRED_ACL_RULES = (
     # redis-py sends and 7.0 does not know, hence the category), CLIENT ID
     # for the restart watch, SELECT, PING for health checks.
     "+@connection -@dangerous",
-    # the Lua scripts, and the pipelines that load them
-    "+eval +evalsha +script|load +script|exists +multi +exec",
+    # EVALSHA, SCRIPT LOAD after a NOSCRIPT, EVAL for the cool-down after a
+    # restart; MULTI and EXEC for drain's bookkeeping
+    "+eval +evalsha +script|load +multi +exec",
     # what the scripts and the CLI read and write
     "+time +get +set +del +exists +expire +pexpire +pttl",
     "+hget +hmget +hset +hgetall +hincrby +hexists",
