@@ -21,7 +21,8 @@ from tests.conftest import TIME_SCALE, Simulator, eventually, make_settings
 from worker.config import AccountSettings, Secret, Settings
 from worker.connection import redis_client
 from worker.embedded import EmbeddedRedis
-from worker.http_api import GUARD, PRODUCERS, Listening, listening, plan_items
+from worker.http_api import GUARD, PRODUCERS, Listening, listening
+from worker.http_requests import plan_items
 from worker.keys import AccountKeys
 from worker.logs import configure_logging
 from worker.pool import run_pool
