@@ -19,6 +19,7 @@ from worker.cli.app import (
     out,
     stop_on_signals,
 )
+from worker.cli.safe_text import visible
 from worker.config import DEFAULT_HTTP_BIND, Settings
 from worker.control import AccountExit
 
@@ -82,7 +83,7 @@ def run(
         halted = sorted(name for name, why in exits.items() if why is AccountExit.HALTED)
         if halted:
             err.print(
-                f"halted: {', '.join(halted)}; see `ozonetel-purge status`, fix the "
+                f"halted: {visible(', '.join(halted))}; see `ozonetel-purge status`, fix the "
                 "credentials, then `ozonetel-purge resume`",
                 markup=False,
             )
@@ -102,7 +103,7 @@ def pause(
         keys = account_keys(settings, account)
         async with connected(settings) as redis:
             await control.pause_account(redis, keys, reason)
-        out.print(f"paused {keys.account}: {reason}", markup=False)
+        out.print(f"paused {visible(keys.account)}: {visible(reason)}", markup=False)
         return EXIT_OK
 
     execute(work)
@@ -116,7 +117,7 @@ def resume(account: AccountOption = None) -> None:
         async with connected(settings) as redis:
             cleared = await control.resume_account(redis, keys)
         message = "resumed" if cleared else "was not paused or halted"
-        out.print(f"{keys.account}: {message}", markup=False)
+        out.print(f"{visible(keys.account)}: {message}", markup=False)
         return EXIT_OK
 
     execute(work)
