@@ -186,9 +186,14 @@ def worker_url(server: RedisProcess, query: str = "") -> str:
     return server.url(f"{WORKER_USER}:{WORKER_PASSWORD}", query)
 
 
-def create_worker_user(admin: SyncRedis, prefix: str) -> str:
-    """The README's ACL line, for ``prefix``, run as is."""
-    line = acl_setuser_line(WORKER_USER, WORKER_PASSWORD, prefix)
+def create_worker_user(admin: SyncRedis, prefix: str, broad: bool = False) -> str:
+    """The README's ACL line (or its broader variant), for ``prefix``, run as is."""
+    line = (
+        f"ACL SETUSER {WORKER_USER} reset on >{WORKER_PASSWORD} ~{prefix}:* resetchannels "
+        "+@all -@dangerous"
+        if broad
+        else acl_setuser_line(WORKER_USER, WORKER_PASSWORD, prefix)
+    )
     assert admin.execute_command(*line.split()) == "OK"
     return line
 
@@ -375,13 +380,14 @@ def test_the_acl_grants_no_dangerous_command(start_redis: Callable[..., RedisPro
     admin.close()
 
 
+@pytest.mark.parametrize("broad", [False, True], ids=["listed", "all-but-dangerous"])
 def test_a_least_privilege_acl_user_runs_the_whole_product(
-    start_redis: Callable[..., RedisProcess], tmp_path: Path
+    start_redis: Callable[..., RedisProcess], tmp_path: Path, broad: bool
 ) -> None:
     prefix = "ozpacl"
     server = start_redis()
     admin = server.admin()
-    create_worker_user(admin, prefix)
+    create_worker_user(admin, prefix, broad)
     env = product_env(worker_url(server), prefix)
     keys = AccountKeys(prefix, "default")
 

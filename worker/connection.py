@@ -44,9 +44,10 @@ _SECRET_PARAMETER_PARTS = ("pass", "secret", "token", "auth", "credential")
 # refused nothing.
 REQUIRED_ACL_RULES = (
     # Connection set-up: AUTH, HELLO, CLIENT SETINFO (Redis 7.2+, which
-    # redis-py sends and 7.0 does not know, hence the category), CLIENT ID
-    # for the restart watch, SELECT, PING for health checks.
-    "+@connection -@dangerous",
+    # redis-py sends and 7.0 does not know, hence the category), SELECT,
+    # PING for health checks; CLIENT ID for the restart watch, named too
+    # because Redis 6 files the whole of CLIENT under @dangerous.
+    "+@connection -@dangerous +client|id",
     # EVALSHA, SCRIPT LOAD after a NOSCRIPT, EVAL for the cool-down after a
     # restart; MULTI and EXEC for drain's bookkeeping
     "+eval +evalsha +script|load +multi +exec",
