@@ -26,6 +26,7 @@ from redis import Redis as SyncRedis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from typer.testing import CliRunner, Result
 
+from tests.conftest import TIME_SCALE, make_settings
 from worker.cli.app import (
     EXIT_CODES_HELP,
     EXIT_NO_REDIS,
@@ -46,6 +47,7 @@ from worker.embedded import EmbeddedRedis, free_port
 from worker.errors import RedisCredentialsRefused, RedisUnavailable
 from worker.keys import AccountKeys, accounts_key
 from worker.logs import configure_logging, get_logger
+from worker.pool import run_pool
 from worker.producer import Producer
 
 ADMIN_PASSWORD = "admin-secret-7Hq2"
@@ -712,3 +714,34 @@ async def test_bytes_that_are_not_utf8_read_as_text_and_write_back_unchanged(
             await redis.aclose()
         [(_, written)] = raw.xrange(copy)
     assert written == {b"name": b"\xff\xfe"}
+
+
+async def test_a_password_revoked_under_a_running_pool_stops_it_instead_of_waiting(
+    start_redis: Callable[..., RedisProcess], simulator_factory: Any
+) -> None:
+    """Waiting out a Redis outage is right; waiting out refused credentials
+    is a pool that hangs forever while the operator sees nothing."""
+    sim = await simulator_factory(time_scale=TIME_SCALE)
+    server = start_redis()
+    admin = server.admin()
+    prefix = "revoked"
+    create_worker_user(admin, prefix)
+    url = worker_url(server)
+    settings = make_settings(url, prefix, base_url=sim.url)
+    redis = redis_client(url)
+    try:
+        producer = Producer(redis, key_prefix=prefix)
+        await producer.enqueue_many([("spring_sale", f"98450{i:05d}") for i in range(300)])
+        stopping = asyncio.Event()
+        pool = asyncio.create_task(run_pool(settings, redis, stopping, until_empty=True))
+        deadline = time.monotonic() + 30
+        while int(admin.xlen(AccountKeys(prefix, "default").results)) < 3:
+            assert time.monotonic() < deadline and not pool.done()
+            await asyncio.sleep(0.05)
+        admin.execute_command("ACL", "SETUSER", WORKER_USER, "resetpass", ">another-password-1")
+        admin.execute_command("CLIENT", "KILL", "USER", WORKER_USER)
+        with pytest.raises(AuthenticationError):
+            await asyncio.wait_for(pool, 60)
+        assert not stopping.is_set()
+    finally:
+        await redis.aclose()

@@ -23,6 +23,8 @@ import time
 
 import aiohttp
 from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
+from redis.exceptions import AuthorizationError as RedisAuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -168,6 +170,10 @@ class AccountWorker:
                 if until_empty:
                     return AccountExit.HALTED
                 await self._sleep(PAUSED_POLL_S)
+            except (RedisAuthenticationError, RedisAuthorizationError):
+                # Credentials revoked or changed under a running pool: waiting
+                # will not bring them back. The operator hears of it (exit 3).
+                raise
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 # Redis is restarting or unreachable: wait, then carry on.
                 # Nothing is lost: a held job stays in its lane's pending list.

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
+from redis.exceptions import AuthorizationError as RedisAuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -155,6 +157,8 @@ class Settler:
         while True:
             try:
                 return await write()
+            except (RedisAuthenticationError, RedisAuthorizationError):
+                raise  # refused credentials do not come back by waiting
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 if time.monotonic() + delay > deadline:
                     raise
