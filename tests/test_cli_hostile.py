@@ -489,3 +489,19 @@ def test_results_follow_shows_a_new_hostile_result_as_one_harmless_line(
                 stream.close()
     _assert_harmless(line)
     assert "after" in line and "[/oops]\\x1b]8;;x\\x07\\xff\\r" in line
+
+
+def test_an_error_line_quoting_names_from_redis_shows_them_as_text(
+    store: SyncRedis, redis_url: str, key_prefix: str
+) -> None:
+    """``status --account nope`` lists the known accounts, some of which only
+    Redis knows: a hostile one must not reach the terminal as instructions."""
+    keys = AccountKeys(key_prefix, "default")
+    hostile = ESCAPES["osc8"] + MARKUP["unclosed"] + MARKUP["emoji"]
+    store.sadd(accounts_key(keys.prefix), hostile)
+    done = run_cli(redis_url, key_prefix, "status", "--account", "nope")
+    assert done.returncode == 2
+    error = done.stderr.decode("utf-8")
+    assert error.startswith("error: unknown account") and "Traceback" not in error
+    _assert_harmless(error)
+    assert "[/oops]" in error and ":thumbs_up:" in error and "\\x1b]8;;" in error

@@ -13,11 +13,21 @@ from worker.cli.app import (
     EXIT_HALTED,
     EXIT_NO_REDIS,
     EXIT_OK,
+    EXIT_REDIS_REFUSED,
     EXIT_USAGE,
     app,
 )
 
-__all__ = ["EXIT_FAILED", "EXIT_HALTED", "EXIT_NO_REDIS", "EXIT_OK", "EXIT_USAGE", "app", "main"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_HALTED",
+    "EXIT_NO_REDIS",
+    "EXIT_OK",
+    "EXIT_REDIS_REFUSED",
+    "EXIT_USAGE",
+    "app",
+    "main",
+]
 
 app.command()(running.run)
 app.command()(queueing.enqueue)

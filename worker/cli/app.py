@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 
 from worker import __version__
+from worker.cli.safe_text import visible
 from worker.config import Settings, load_settings
 from worker.connection import connect
 from worker.errors import (
@@ -79,7 +80,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per li
 
 
 def fail(code: int, message: object) -> NoReturn:
-    err.print(f"error: {message}", markup=False)
+    # A message may quote a value read from Redis or a file: shown as text.
+    err.print(f"error: {visible(message)}", markup=False)
     raise typer.Exit(code)
 
 
