@@ -340,7 +340,7 @@ async def test_a_hostile_file_drains_to_a_report_of_every_line_with_no_cell_a_fo
     assert (report[6]["message"], written[5][6]) == ("\t12,spring,name", "'\t12,spring,name")
     assert [row[:2] for row in written_rejects[1:]] == [
         ["3", "not UTF-8 text"],
-        ["4", "row longer than 65536 characters (1000019)"],
+        ["4", "row longer than 65536 characters (1000018)"],
         ["5", "phone number must be 5-15 digits with an optional leading '+'"],
         ["6", "phone number must be 5-15 digits with an optional leading '+'"],
     ]

@@ -244,9 +244,9 @@ async def test_a_huge_field_is_rejected_with_a_short_excerpt_and_the_rest_goes_o
 
     assert (counts.queued, counts.rejected) == (2510, 1)
     [row] = rejected
-    assert (row.line, row.reason) == (2502, "row longer than 65536 characters (1000019)")
+    assert (row.line, row.reason) == (2502, "row longer than 65536 characters (1000018)")
     assert row.raw.startswith("9876543210,spring,xxx")
-    assert row.raw.endswith("... (1000019 characters)")
+    assert row.raw.endswith("... (1000018 characters)")
     assert len(row.raw) < EXCERPT_CHARS + 30
 
 
@@ -270,9 +270,32 @@ def test_a_quoted_cell_too_long_over_many_lines_is_one_rejection_at_its_first_li
         assert [line for line, _ in source.numbered_jobs()] == [2, 3, 20_005]
 
 
+def test_a_row_of_the_limit_is_read_and_one_longer_is_refused_whatever_its_line_break(
+    tmp_path: Path,
+) -> None:
+    at_limit = "9876500001,c," + "x" * (MAX_ROW_CHARS - 13)
+    rows = [at_limit + "\r\n", at_limit + "x\n", at_limit + "\r", at_limit + "xx\r\n"]
+    path = write(tmp_path, "list.csv", "phone,campaign,name\n" + "".join(rows))
+    with open_source(path) as source:
+        read = list(source.numbered_jobs())
+    assert [(line, type(row).__name__) for line, row in read] == [
+        (2, "Rejected"),  # read whole: refused for its name, not its length
+        (3, "Rejected"),
+        (4, "Rejected"),
+        (5, "Rejected"),
+    ]
+    reasons = [row.reason for _, row in read if isinstance(row, Rejected)]
+    assert reasons == [
+        "name must be printable and at most 255 characters",
+        f"row longer than {MAX_ROW_CHARS} characters ({MAX_ROW_CHARS + 1})",
+        "name must be printable and at most 255 characters",
+        f"row longer than {MAX_ROW_CHARS} characters ({MAX_ROW_CHARS + 2})",
+    ]
+
+
 def test_a_long_line_cut_between_cr_and_lf_does_not_count_an_extra_line(tmp_path: Path) -> None:
-    # Read in pieces of MAX_ROW_CHARS + 1: this line's first piece ends on the CR.
-    long_line = "9876500001,c," + "x" * (MAX_ROW_CHARS - 13) + "\r\n"
+    # Read in pieces of MAX_ROW_CHARS + 2: this line's first piece ends on the CR.
+    long_line = "9876500001,c," + "x" * (MAX_ROW_CHARS + 1 - 13) + "\r\n"
     path = write_bytes(
         tmp_path,
         "list.csv",
@@ -303,8 +326,8 @@ async def test_jsonl_lines_of_json_shaped_garbage_are_each_rejected(
 
     assert (counts.queued, counts.duplicates, counts.rejected) == (2, 0, 8)
     assert [(r.line, r.reason) for r in rejected] == [
-        (2, "not a JSON object: nested too deeply"),
-        (3, "row longer than 65536 characters (100001)"),
+        (2, "not a JSON object: nested more than 64 deep"),
+        (3, "row longer than 65536 characters (100000)"),
         (4, "not a JSON object"),
         (5, "not a JSON object"),
         (6, "not a JSON object"),

@@ -60,10 +60,17 @@ _SNIFF_BYTES = 64
 MAX_ROW_CHARS = 65_536
 # How much of a refused row's text is kept for the rejects file and report.
 EXCERPT_CHARS = 200
+# JSON nested deeper than this is refused before it is decoded: how deep the
+# decoder can go before a RecursionError depends on the stack it is called
+# from, and a row's verdict must not. A row is a flat object.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]")
 # Longer than any spelling of our columns: not worth a place in the cache.
 _MAX_COLUMN_NAME = 64
 _NOT_UTF8 = "not UTF-8 text"
 _NOT_JSON_OBJECT = "not a JSON object"
+_TOO_DEEP = f"{_NOT_JSON_OBJECT}: nested more than {MAX_JSON_DEPTH} deep"
 # Bytes that are not UTF-8 are decoded as lone surrogates (surrogateescape):
 # a row holding one is refused, not the whole file.
 _UNDECODABLE = re.compile(r"[\udc80-\udcff]")
@@ -283,8 +290,9 @@ def _csv_state_after(text: str, state: int) -> int:
     return state
 
 
-# A line is read at most this much at a time: one character more than a row may hold.
-_READ_CAP = MAX_ROW_CHARS + 1
+# A line is read at most this much at a time: a row of the limit and its CRLF, whole.
+_READ_CAP = MAX_ROW_CHARS + 2
+_LINE_BREAKS = "\r\n"
 
 
 class _Lines:
@@ -293,7 +301,8 @@ class _Lines:
 
     The row reader sets :attr:`begin` (the lines before the row it is about
     to read) before each row; a CSV row that goes on past its first line is
-    inside a quoted cell. A row longer than :data:`MAX_ROW_CHARS` is read
+    inside a quoted cell. A row longer than :data:`MAX_ROW_CHARS` (its last
+    line break not counted) is read
     past in pieces of that size, to its end, and :class:`_RowTooLong` is
     raised in its place: csv's parser starts afresh at the next call, and
     the next row is read from its first line.
@@ -324,7 +333,7 @@ class _Lines:
             self._go_on_with_row(line)
         else:
             self.head = line
-            if len(line) > MAX_ROW_CHARS:
+            if len(line) > MAX_ROW_CHARS and len(line.rstrip(_LINE_BREAKS)) > MAX_ROW_CHARS:
                 self._refuse_row(line, 0, _CELL_START)
         # isascii() is O(1): only lines with other characters are searched.
         if not line.isascii() and _UNDECODABLE.search(line):
@@ -334,10 +343,10 @@ class _Lines:
     def _go_on_with_row(self, line: str) -> None:
         """A further line of the row being read (a quoted cell's line break)."""
         before = len(self.head) if self.count == self.begin + 2 else self._row_chars
-        self._row_chars = before + len(line)
-        if self._row_chars > MAX_ROW_CHARS:
+        if before + len(line.rstrip(_LINE_BREAKS)) > MAX_ROW_CHARS:
             # csv asks for another line only from inside a quoted cell.
             self._refuse_row(line, before, _IN_QUOTES)
+        self._row_chars = before + len(line)
 
     def _after_cut_cr(self, line: str) -> str:
         self._cut_cr = False
@@ -357,13 +366,16 @@ class _Lines:
                 self._cut_cr = len(piece) == _READ_CAP
             if ends_line and state != _IN_QUOTES:
                 break
-            piece = self._readline(_READ_CAP)
+            following = self._readline(_READ_CAP)
             if self._cut_cr:
-                piece = self._after_cut_cr(piece)
-            if not piece:
+                following = self._after_cut_cr(following)
+            if not following:
                 break
             if ends_line:
                 self.count += 1
+            piece = following
+        # Counted as the limit counts: without the row's last line break.
+        chars -= len(piece) - len(piece.rstrip(_LINE_BREAKS))
         raise _RowTooLong(chars, head)
 
 
@@ -469,10 +481,14 @@ def _jsonl_rows(text: io.TextIOWrapper, need_campaign: bool) -> Iterator[_Row | 
         if lines.undecodable_at == line:
             yield Rejected(line, _NOT_UTF8, excerpt(raw))
             continue
+        # Counting brackets is cheap; the depth is worked out only past the limit.
+        if raw.count("[") + raw.count("{") > MAX_JSON_DEPTH and _json_depth(raw) > MAX_JSON_DEPTH:
+            yield Rejected(line, _TOO_DEEP, excerpt(raw))
+            continue
         try:
             value = _decode_json(raw)
         except RecursionError:
-            yield Rejected(line, f"{_NOT_JSON_OBJECT}: nested too deeply", excerpt(raw))
+            yield Rejected(line, _TOO_DEEP, excerpt(raw))
             continue
         except ValueError:
             # Also an integer of more digits than int() takes from text.
@@ -510,6 +526,19 @@ def _jsonl_rows(text: io.TextIOWrapper, need_campaign: bool) -> Iterator[_Row | 
             continue
         get = fields.get
         yield line, get("phone", ""), get("campaign", ""), get("name", ""), raw
+
+
+def _json_depth(raw: str) -> int:
+    """How deep the brackets of a JSON text go, those inside strings not counted."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", raw))
+    depth = deepest = 0
+    for bracket in brackets:
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 async def import_jobs(
