@@ -87,7 +87,8 @@ def drain_command(
     The report directory gets outcomes.csv (one row per line: line, phone,
     campaign, name, outcome, reason, message, attempts, finished_at; outcome is
     deleted, already_deleted, dead, rejected, duplicate or pending) and
-    summary.json.
+    summary.json. In both CSV files a cell starting with = + - or @ (a phone
+    +91..., too) gets a leading ' so that a spreadsheet shows it as text.
 
     Exit codes: 0 every line done; 1 stopped with work left (run it again);
     2 bad file, config or state dir; 3 no Redis; 4 account halted by a credential

@@ -83,7 +83,10 @@ def import_file(
     Columns (any case): phoneNumber (or phone, number, mobile), campaignName
     (or campaign), name. Format by extension (.csv, .jsonl, .ndjson) or content.
     Rows already queued are skipped, bad rows are counted (see --rejects), and
-    re-running after an interruption queues only what is missing.
+    re-running after an interruption queues only what is missing. A bad row
+    (not UTF-8, over 65,536 characters, not a JSON object) never stops it.
+    In the rejects file a cell starting with = + - or @ gets a leading ' so
+    that a spreadsheet shows it as text instead of running it.
     """
 
     async def work(settings: Settings) -> int:
