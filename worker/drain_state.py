@@ -97,5 +97,8 @@ def _is_redis_server(pid: int) -> bool:
 
 def _server_pid(server: EmbeddedRedis) -> int:
     """The server's pid, as the server itself tells it."""
-    with SyncRedis(host="127.0.0.1", port=server.port, socket_timeout=5) as client:
+    # The server asks every client for its password, this one included.
+    with SyncRedis(
+        host="127.0.0.1", port=server.port, password=server.password, socket_timeout=5
+    ) as client:
         return int(client.info("server")["process_id"])
