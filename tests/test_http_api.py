@@ -410,3 +410,23 @@ def test_generated_requests_get_documented_answers(live_url: str) -> None:
         conforms()
         checked += 1
     assert checked == 5
+
+
+async def test_a_record_with_numbers_past_every_range_reads_as_json_not_a_500(
+    api: Client, redis: Redis, key_prefix: str
+) -> None:
+    """A results entry written by hand (or by an old version) with an
+    ``enqueued_at`` no datetime can hold: the status still answers."""
+    keys = AccountKeys(key_prefix, "default")
+    result_id = await redis.xadd(
+        keys.results,
+        {"job_id": "crm-big", "outcome": "deleted", "attempts": "1e999",
+         "enqueued_at": "99999999999999999999", "finished_at": "-5"},
+    )  # fmt: skip
+    await redis.hset(
+        keys.job("crm-big"), mapping={"outcome": "deleted", "result_id": result_id, "owner": "crm"}
+    )
+    got = await api.get("/v1/deletions/crm-big", headers=CRM)
+    assert got.status == 200, await got.text()
+    body = await got.json()
+    assert (body["outcome"], body["attempts"], body["finished_at"]) == ("deleted", 0, None)
