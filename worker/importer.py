@@ -10,10 +10,11 @@ with the line it starts on, a one-line reason and at most
 :func:`worker.jobs.make_job`, bytes that are not UTF-8, rows longer than
 :data:`MAX_ROW_CHARS` (read past in pieces, never held whole, so a file
 without line breaks costs no more memory than one row), and JSONL lines that
-are not a JSON object (a number, a string, ``null``, nesting too deep to
-decode). Problems with the file as a whole (missing, empty, no phone
-column) raise :class:`~worker.errors.BadInput`; the header is checked
-before the first batch is queued, so a wrong file queues nothing.
+are not a JSON object (a number, a string, ``null``, an integer of more
+digits than Python reads, nesting deeper than :data:`MAX_JSON_DEPTH`).
+Problems with the file as a whole (missing, empty, no phone column) raise
+:class:`~worker.errors.BadInput`; the header is checked before the first
+batch is queued, so a wrong file queues nothing.
 
 Accepted columns (CSV header or JSONL keys), any case, with or without
 ``_``/``-``/spaces: phone (``phoneNumber``, ``phone``, ``phone_number``,
