@@ -367,3 +367,15 @@ def test_the_rejects_file_neutralizes_cells_a_spreadsheet_would_run(tmp_path: Pa
     assert [raw for _, _, raw in rows[1:]] == ["'" + raw for raw in raws]
     assert {reason for _, reason, _ in rows[1:]} == {"'-reason"}
     assert [restore_cell(raw) for _, _, raw in rows[1:]] == raws
+
+
+async def test_an_import_claims_no_ids_and_keeps_no_key_per_queued_job(
+    redis: Redis, key_prefix: str, tmp_path: Path
+) -> None:
+    """Imported ids are drawn at random: they need no claim, and a claim per
+    row would cost a million-row file a million keys."""
+    rows = "".join(f"98765{i:05d},spring\n" for i in range(500))
+    path = write(tmp_path, "list.csv", "phone,campaign\n" + rows)
+    counts, rejected, keys = await run_import(redis, key_prefix, path)
+    assert (counts.queued, rejected) == (500, [])
+    assert [key async for key in redis.scan_iter(match=keys.job("*"))] == []

@@ -191,6 +191,7 @@ class Source:
                     name.strip(),
                     ids.pop(),
                     normalize,
+                    caller_id=False,
                 )
             except BadInput as exc:
                 text_of = raw if isinstance(raw, str) else _csv_line(raw)

@@ -222,11 +222,16 @@ def make_job(
     name: str = "",
     job_id: str | None = None,
     normalize: bool = False,
+    *,
+    caller_id: bool | None = None,
 ) -> Job:
     """Validate a producer's job; raise :class:`BadInput` with a one-line reason.
 
     Numbers are checked but not rewritten unless asked: the vendor matches
-    them exactly as stored.
+    them exactly as stored. A given ``job_id`` is the caller's (claimed when
+    queued) unless ``caller_id=False`` says it was drawn by us, as an
+    import's ids are: a random id needs no claim, and a million claims would
+    cost a million keys.
     """
     campaign = campaign.strip()
     phone = normalize_phone(phone.strip()) if normalize else phone.strip()
@@ -247,5 +252,5 @@ def make_job(
         campaign=campaign,
         phone=phone,
         name=name,
-        caller_id=job_id is not None,
+        caller_id=job_id is not None if caller_id is None else caller_id,
     )
