@@ -104,6 +104,12 @@ def test_enqueue_prints_the_id_and_a_duplicate_is_reported_not_queued(
     assert (urgent.exit_code, urgent.stdout.strip()) == (EXIT_OK, "j-7")
     assert [f["id"] for _, f in store.xrange(keys.urgent)] == ["j-7"]
 
+    # The same id for another number would lose one of the two: refused.
+    taken = cli(env, "enqueue", "--campaign", "c", "--phone", "9876500003", "--id", "j-7")
+    assert taken.exit_code == EXIT_USAGE
+    assert "already used for another number" in one_error_line(taken)
+    assert store.xlen(keys.bulk) == 1
+
 
 @pytest.mark.parametrize(
     ("args", "reason"),

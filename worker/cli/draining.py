@@ -27,8 +27,9 @@ from worker.cli.app import (
     stop_on_signals,
 )
 from worker.cli.drain_view import live_view, summary_footer, summary_table
+from worker.cli.safe_text import visible
 from worker.config import Settings
-from worker.connection import connect
+from worker.connection import connect, redacted_url
 from worker.control import AccountExit
 from worker.drain import DrainProgress, DrainSpec, Phase, drain
 from worker.drain_rows import file_tag
@@ -93,7 +94,8 @@ def drain_command(
     Exit codes: 0 every line done; 1 stopped with work left (run it again);
     2 bad file, config or state dir; 3 no Redis; 4 account halted by a credential
     error (fix OZONETEL_API_KEY / OZONETEL_USERNAME and run it again; with
-    REDIS_URL, `ozonetel-purge resume` first); 130 stopped at once.
+    REDIS_URL, `ozonetel-purge resume` first); 5 Redis refused a command (ACL,
+    out of memory); 130 stopped at once.
     """
     report_dir = report or Path(f"{file.stem}-report")
     rejects_path = rejects or report_dir / REJECTS_NAME
@@ -143,7 +145,8 @@ def demo(
                 keys = AccountKeys(settings.key_prefix, props.DEMO_ACCOUNT)
                 spec = DrainSpec(sample, file_tag(sample), keys)
                 err.print(
-                    f"simulator on {url}, Redis on {server.url}, both thrown away after; "
+                    f"simulator on {url}, Redis on {redacted_url(server.url)}, "
+                    "both thrown away after; "
                     f"the vendor's clock runs {props.TIME_SCALE:g} times faster here",
                     markup=False,
                 )
@@ -244,7 +247,9 @@ async def drain_and_show(
             markup=False,
         )
     if progress.cleared_halt:
-        err.print(f"cleared the halt the last run left: {progress.cleared_halt}", markup=False)
+        err.print(
+            f"cleared the halt the last run left: {visible(progress.cleared_halt)}", markup=False
+        )
     if result.exit is AccountExit.HALTED:
         then = "" if private else "`ozonetel-purge resume`, then "
         err.print(

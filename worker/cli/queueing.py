@@ -19,7 +19,9 @@ from worker.cli.app import (
     lane_of,
     out,
 )
+from worker.cli.safe_text import visible
 from worker.config import Settings
+from worker.errors import BadInput
 from worker.importer import (
     ImportCounts,
     Rejected,
@@ -47,16 +49,23 @@ def enqueue(
 ) -> None:
     """Queue one deletion; prints its job id.
 
-    A number already queued or in flight for the same campaign is not queued
-    again: the command says so on stderr, prints no id, and exits 0.
+    A number already queued or in flight for the same campaign (or an --id
+    already used for this number) is not queued again: the command says so on
+    stderr, prints no id, and exits 0. An --id that names another number, or
+    that a producer of the HTTP API queued, is refused (exit 2).
     """
 
     async def work(settings: Settings) -> int:
         job = make_job(campaign, phone, name, job_id)
         keys = account_keys(settings, account)
         async with connected(settings) as redis:
-            queued = await Queue(redis, keys).enqueue(job, lane_of(urgent))
-        if queued:
+            result = await Queue(redis, keys).enqueue_many([job], lane_of(urgent))
+        if result.conflicts:
+            raise BadInput(
+                f"job id {visible(job.id)!r} is already used for another number or by a "
+                "producer of the HTTP API; nothing was queued"
+            )
+        if result.queued:
             out.print(job.id, markup=False)
         else:
             err.print("duplicate: this campaign and number are already queued; not queued again")
