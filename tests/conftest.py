@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 from redis.asyncio import Redis
 
@@ -29,6 +30,15 @@ _prefixes = itertools.count()
 def _structured_logs() -> None:
     """Logs as production writes them, redaction included."""
     configure_logging(level="warning", json=True)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A CLI command configures logging onto the runner's captured stderr,
+    which is closed afterwards; later tests must log where they did before."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")

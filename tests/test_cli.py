@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from redis import Redis as SyncRedis
 from typer.testing import CliRunner, Result
 
@@ -31,15 +30,6 @@ CREDENTIALS = {
 }
 
 Env = dict[str, str | None]
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # Each command configures logging onto the runner's captured stderr,
-    # which is closed afterwards; later tests must log where they did before.
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 @pytest.fixture

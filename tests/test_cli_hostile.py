@@ -24,7 +24,6 @@ from typing import Any
 
 import hypothesis
 import pytest
-import structlog
 from hypothesis import strategies as st
 from redis import Redis as SyncRedis
 from rich.console import Console
@@ -92,15 +91,6 @@ def _assert_harmless(text: str) -> None:
         assert category not in {"Cc", "Cf", "Cs", "Zl", "Zp"}, (
             f"{char!r} ({category}) reached the output: {text!r}"
         )
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # Each command configures logging onto the runner's captured stderr,
-    # which is closed afterwards; later tests must log where they did before.
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from redis import Redis as SyncRedis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from typer.testing import CliRunner, Result
@@ -57,15 +56,6 @@ SECRET = "s3cret-Zq81"  # a password no output may ever show
 PHONES_KEPT = ["9876500001", "9876500002", "9876500003"]
 PHONE_UNKNOWN = "9876500099"  # not in the simulator's campaign: a dead letter
 PHONE_DRAINED = "9876500004"
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    # Each CLI command configures logging onto the runner's captured
-    # stderr, which is closed afterwards.
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 @dataclass
