@@ -34,15 +34,14 @@ from worker.drain import DrainProgress, DrainSpec, import_rows
 from worker.drain_rows import file_tag, numbered_rows
 from worker.errors import BadInput
 from worker.importer import (
-    EXCERPT_CHARS,
     MAX_JSON_DEPTH,
-    MAX_ROW_CHARS,
     ImportCounts,
     Rejected,
     RejectsWriter,
     import_jobs,
     open_source,
 )
+from worker.input_lines import EXCERPT_CHARS, MAX_ROW_CHARS
 from worker.jobs import Job
 from worker.keys import AccountKeys
 from worker.queue import Queue

@@ -12,14 +12,13 @@ from redis.asyncio import Redis
 from worker.csv_cells import restore_cell
 from worker.errors import BadInput
 from worker.importer import (
-    EXCERPT_CHARS,
-    MAX_ROW_CHARS,
     ImportCounts,
     Rejected,
     RejectsWriter,
     import_jobs,
     open_source,
 )
+from worker.input_lines import EXCERPT_CHARS, MAX_ROW_CHARS
 from worker.jobs import Job, dedupe_digest
 from worker.keys import AccountKeys
 from worker.queue import Queue

@@ -6,9 +6,9 @@ batches of :data:`~worker.queue.ENQUEUE_BATCH` as they come.
 
 A bad row never stops the import: it is handed back as :class:`Rejected`,
 with the line it starts on, a one-line reason and at most
-:data:`EXCERPT_CHARS` of its text. Bad rows include those that fail
+:data:`~worker.input_lines.EXCERPT_CHARS` of its text. Bad rows include those that fail
 :func:`worker.jobs.make_job`, bytes that are not UTF-8, rows longer than
-:data:`MAX_ROW_CHARS` (read past in pieces, never held whole, so a file
+:data:`~worker.input_lines.MAX_ROW_CHARS` (read past in pieces, never held whole, so a file
 without line breaks costs no more memory than one row), and JSONL lines that
 are not a JSON object (a number, a string, ``null``, an integer of more
 digits than Python reads, nesting deeper than :data:`MAX_JSON_DEPTH`).
@@ -33,10 +33,16 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import IO, Any, Literal, NoReturn
+from typing import IO, Any, Literal
 
 from worker.csv_cells import SafeCsvWriter
 from worker.errors import BadInput
+from worker.input_lines import (
+    MAX_ROW_CHARS,
+    BoundedLines,
+    RowTooLong,
+    excerpt,
+)
 from worker.jobs import Job, make_job, new_job_ids
 from worker.keys import Lane
 from worker.queue import QUEUED, Queue
@@ -55,12 +61,6 @@ _IDS_PER_DRAW = 1024
 _decode_json = json.JSONDecoder().decode
 # Enough of the file's start to tell JSON objects from a CSV header.
 _SNIFF_BYTES = 64
-# A row (all its lines) longer than this is refused unread: a phone, a
-# campaign and a name take a few hundred characters, and a row is held in
-# memory whole while it is parsed.
-MAX_ROW_CHARS = 65_536
-# How much of a refused row's text is kept for the rejects file and report.
-EXCERPT_CHARS = 200
 # JSON nested deeper than this is refused before it is decoded: how deep the
 # decoder can go before a RecursionError depends on the stack it is called
 # from, and a row's verdict must not. A row is a flat object.
@@ -72,12 +72,6 @@ _MAX_COLUMN_NAME = 64
 _NOT_UTF8 = "not UTF-8 text"
 _NOT_JSON_OBJECT = "not a JSON object"
 _TOO_DEEP = f"{_NOT_JSON_OBJECT}: nested more than {MAX_JSON_DEPTH} deep"
-# Bytes that are not UTF-8 are decoded as lone surrogates (surrogateescape):
-# a row holding one is refused, not the whole file.
-_UNDECODABLE = re.compile(r"[\udc80-\udcff]")
-# What an excerpt shows escaped: control characters other than TAB, LF and
-# CR, and any lone surrogate (a byte that is not UTF-8, or a stray one).
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -233,154 +227,6 @@ def _column(key: str) -> str | None:
     return None
 
 
-def excerpt(text: str, length: int | None = None) -> str:
-    """At most :data:`EXCERPT_CHARS` of a refused row's text, safe to write anywhere.
-
-    Bytes that are not UTF-8 show as ``\\xNN``, as do control characters
-    other than TAB, LF and CR; a cut is marked with the full length
-    (``length``, when ``text`` is only the start of the row).
-    """
-    length = len(text) if length is None else length
-    head = _UNPRINTABLE.sub(_escaped, text[:EXCERPT_CHARS])
-    if length > EXCERPT_CHARS:
-        head += f"... ({length} characters)"
-    return head
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if 0xDC80 <= code <= 0xDCFF:
-        # surrogateescape's stand-in for the byte code - 0xDC00.
-        return f"\\x{code - 0xDC00:02x}"
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-class _RowTooLong(BadInput):
-    """Raised by :class:`_Lines` in place of a row too long to keep; caught by
-    the row readers, which turn it into a :class:`Rejected`."""
-
-    def __init__(self, chars: int, head: str) -> None:
-        super().__init__(f"row longer than {MAX_ROW_CHARS} characters ({chars})")
-        self.excerpt = excerpt(head, chars)
-
-
-# csv's parser states that matter for where a row ends (its default dialect:
-# a quote opens a quoted cell only at the start of a cell, "" inside one is a
-# quote, and a row goes on over a line break only inside a quoted cell).
-_CELL_START, _IN_CELL, _IN_QUOTES, _QUOTE_IN_QUOTES = range(4)
-_AFTER_CHAR = {'"': _IN_QUOTES, ",": _CELL_START}
-
-
-def _csv_state_after(text: str, state: int) -> int:
-    """The parser's state after reading ``text`` in ``state``."""
-    at, end = 0, len(text)
-    while at < end:
-        if state == _IN_QUOTES:
-            quote = text.find('"', at)
-            if quote < 0:
-                return _IN_QUOTES
-            state, at = _QUOTE_IN_QUOTES, quote + 1
-        elif state == _IN_CELL:
-            comma = text.find(",", at)
-            if comma < 0:
-                return _IN_CELL
-            state, at = _CELL_START, comma + 1
-        else:
-            # At a cell's start, and after a quote inside quotes, alike.
-            state = _AFTER_CHAR.get(text[at], _IN_CELL)
-            at += 1
-    return state
-
-
-# A line is read at most this much at a time: a row of the limit and its CRLF, whole.
-_READ_CAP = MAX_ROW_CHARS + 2
-_LINE_BREAKS = "\r\n"
-
-
-class _Lines:
-    """The file's lines for a row reader: counted, checked for bytes that are
-    not UTF-8, and bounded.
-
-    The row reader sets :attr:`begin` (the lines before the row it is about
-    to read) before each row; a CSV row that goes on past its first line is
-    inside a quoted cell. A row longer than :data:`MAX_ROW_CHARS` (its last
-    line break not counted) is read
-    past in pieces of that size, to its end, and :class:`_RowTooLong` is
-    raised in its place: csv's parser starts afresh at the next call, and
-    the next row is read from its first line.
-    """
-
-    def __init__(self, text: io.TextIOWrapper, quoted_cells: bool) -> None:
-        self._readline = text.readline
-        self._quoted_cells = quoted_cells
-        self.count = 0  # lines read
-        self.begin = 0  # lines before the row being read
-        self.head = ""  # the row's first line
-        self.undecodable_at = 0  # the last line holding a byte that is not UTF-8
-        self._row_chars = 0  # of a row of several lines, from its second line on
-        # A piece of a long line ended on a CR that may be half of a CRLF.
-        self._cut_cr = False
-
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        line = self._readline(_READ_CAP)
-        if self._cut_cr:
-            line = self._after_cut_cr(line)
-        if not line:
-            raise StopIteration
-        self.count += 1
-        if self.count > self.begin + 1:
-            self._go_on_with_row(line)
-        else:
-            self.head = line
-            if len(line) > MAX_ROW_CHARS and len(line.rstrip(_LINE_BREAKS)) > MAX_ROW_CHARS:
-                self._refuse_row(line, 0, _CELL_START)
-        # isascii() is O(1): only lines with other characters are searched.
-        if not line.isascii() and _UNDECODABLE.search(line):
-            self.undecodable_at = self.count
-        return line
-
-    def _go_on_with_row(self, line: str) -> None:
-        """A further line of the row being read (a quoted cell's line break)."""
-        before = len(self.head) if self.count == self.begin + 2 else self._row_chars
-        if before + len(line.rstrip(_LINE_BREAKS)) > MAX_ROW_CHARS:
-            # csv asks for another line only from inside a quoted cell.
-            self._refuse_row(line, before, _IN_QUOTES)
-        self._row_chars = before + len(line)
-
-    def _after_cut_cr(self, line: str) -> str:
-        self._cut_cr = False
-        # In universal newlines an LF right after a CR is the same line break.
-        return self._readline(_READ_CAP) if line == "\n" else line
-
-    def _refuse_row(self, piece: str, chars: int, state: int) -> NoReturn:
-        """Read past the rest of the row that ``piece`` belongs to, then refuse it."""
-        head = self.head[:EXCERPT_CHARS]
-        while True:
-            chars += len(piece)
-            if self._quoted_cells:
-                state = _csv_state_after(piece, state)
-            # A piece shorter than the cap ends at a line break (or the file's end).
-            ends_line = len(piece) < _READ_CAP or piece.endswith(("\n", "\r"))
-            if ends_line and piece.endswith("\r"):
-                self._cut_cr = len(piece) == _READ_CAP
-            if ends_line and state != _IN_QUOTES:
-                break
-            following = self._readline(_READ_CAP)
-            if self._cut_cr:
-                following = self._after_cut_cr(following)
-            if not following:
-                break
-            if ends_line:
-                self.count += 1
-            piece = following
-        # Counted as the limit counts: without the row's last line break.
-        chars -= len(piece) - len(piece.rstrip(_LINE_BREAKS))
-        raise _RowTooLong(chars, head)
-
-
 # A row read: its first line, phone, campaign and name as written, and what
 # its raw text is made from (a CSV row's cells, a JSONL line), which is only
 # needed, and so only built, when the row is rejected.
@@ -406,7 +252,7 @@ def _csv_picker(columns: Sequence[str | None]) -> Callable[[list[str]], tuple[st
 def _csv_header(reader: Iterator[list[str]], need_campaign: bool) -> list[str | None]:
     try:
         header = next(reader, None)
-    except _RowTooLong:
+    except RowTooLong:
         raise BadInput(f"the header is longer than {MAX_ROW_CHARS} characters") from None
     except csv.Error as exc:
         raise BadInput(f"not valid CSV in the header: {exc}") from None
@@ -424,7 +270,7 @@ def _csv_header(reader: Iterator[list[str]], need_campaign: bool) -> list[str | 
 
 
 def _csv_rows(text: io.TextIOWrapper, need_campaign: bool) -> Iterator[_Row | Rejected]:
-    lines = _Lines(text, quoted_cells=True)
+    lines = BoundedLines(text, quoted_cells=True)
     reader = csv.reader(lines)
     columns = _csv_header(reader, need_campaign)
     width = len(columns)
@@ -437,7 +283,7 @@ def _csv_rows(text: io.TextIOWrapper, need_campaign: bool) -> Iterator[_Row | Re
             cells = next(reader)
         except StopIteration:
             return
-        except _RowTooLong as exc:
+        except RowTooLong as exc:
             yield Rejected(line, str(exc), exc.excerpt)
             continue
         except csv.Error as exc:
@@ -466,7 +312,7 @@ def _csv_line(cells: list[str]) -> str:
 
 
 def _jsonl_rows(text: io.TextIOWrapper, need_campaign: bool) -> Iterator[_Row | Rejected]:
-    lines = _Lines(text, quoted_cells=False)
+    lines = BoundedLines(text, quoted_cells=False)
     checked = False
     while True:
         lines.begin = lines.count
@@ -475,7 +321,7 @@ def _jsonl_rows(text: io.TextIOWrapper, need_campaign: bool) -> Iterator[_Row | 
             raw = next(lines).rstrip("\r\n")
         except StopIteration:
             return
-        except _RowTooLong as exc:
+        except RowTooLong as exc:
             yield Rejected(line, str(exc), exc.excerpt)
             continue
         if not raw.strip():
