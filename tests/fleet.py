@@ -21,10 +21,18 @@ import aiohttp
 
 # One definition of each measure, shared with the benchmark.
 
-# The vendor's 100 per 60 s, compressed: 40 per 4 s; the margin is 1 % of it.
+# The vendor's 100 per 60 s, compressed: 40 per 4 s.
 FLEET_LIMIT = 40
 FLEET_WINDOW_S = 4.0
-FLEET_MARGIN_S = 0.04
+# The margin is 3.75 % of the window, not production's 0.5 s of a minute
+# (under 1 %): compressing time shrinks the margin but not a busy machine's
+# scheduling delays. A quarter of it bounds how late a worker may trade its
+# permit for a job, another quarter how late it may then write the request;
+# the rest absorbs the simulator's own late stamping of arrivals, a process
+# on two shared cores. At 1 % (40 ms), with other test runs loading the
+# machine, the simulator once stamped two arrivals 60 ms late and counted the
+# requests a window later as over the limit.
+FLEET_MARGIN_S = 0.15
 FLEET_TIME_SCALE = 60.0 / FLEET_WINDOW_S  # the simulator: its minute lasts one window
 
 

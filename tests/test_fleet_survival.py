@@ -32,10 +32,6 @@ from worker.queue import Queue
 pytestmark = pytest.mark.slow
 
 SIM_RATE = ("--time-scale", str(FLEET_TIME_SCALE), "--rate-limit", str(FLEET_LIMIT))
-# Starting and killing Python processes on two cores delays the simulator's
-# own reading of arrivals by tens of milliseconds; these tests are about
-# survival, not utilization, so they give the limiter a wider margin (5 %).
-SURVIVAL_MARGIN = {"OZP_RATE_MARGIN_S": "0.15"}
 
 
 async def enqueue(redis: Redis, prefix: str, phones: list[str]) -> AccountKeys:
@@ -62,7 +58,7 @@ async def test_kill_9_at_random_moments_loses_nothing_and_records_once(
         "uniform:0,300", "--seed", "5",
     )  # fmt: skip
     keys = await enqueue(redis, key_prefix, phones)
-    fleet = Fleet(worker_env(redis_url, key_prefix, sim.url, **SURVIVAL_MARGIN), tmp_path)
+    fleet = Fleet(worker_env(redis_url, key_prefix, sim.url), tmp_path)
     chance = random.Random(1234)
     try:
         await fleet.start(3)
@@ -102,7 +98,7 @@ async def test_server_errors_hangs_and_dropped_connections_still_end_correctly(
         "--drop-rate", "0.02", "--seed", "9",
     )  # fmt: skip
     keys = await enqueue(redis, key_prefix, phones)
-    env = worker_env(redis_url, key_prefix, sim.url, OZP_MAX_ATTEMPTS="8", **SURVIVAL_MARGIN)
+    env = worker_env(redis_url, key_prefix, sim.url, OZP_MAX_ATTEMPTS="8")
     fleet = Fleet(env, tmp_path)
     try:
         await fleet.start(2)
