@@ -9,13 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker.config import (
-    _ACCOUNT_ENV,
-    _GLOBAL_ENV,
+    ACCOUNT_ENV,
     DEFAULT_BASE_URL,
+    GLOBAL_ENV,
     Secret,
     Settings,
-    load_settings,
 )
+from worker.config_sources import load_settings
 from worker.errors import ConfigError
 
 API_KEY = "sk-live-4d2f9a0c77e1b3aa"
@@ -189,7 +189,7 @@ def test_producer_keys_name_their_accounts_and_an_unlisted_key_needs_a_single_ac
 
 
 ENV_SETTINGS = sorted(
-    {*_GLOBAL_ENV, *_ACCOUNT_ENV, "OZP_CONFIG", "OZP_PRODUCER_KEYS", "OZP_ACCOUNT", "REDIS_URL"}
+    {*GLOBAL_ENV, *ACCOUNT_ENV, "OZP_CONFIG", "OZP_PRODUCER_KEYS", "OZP_ACCOUNT", "REDIS_URL"}
 )
 
 

@@ -1,22 +1,17 @@
-"""Typed settings, built once from the environment and an optional TOML file.
+"""Typed settings: every default, the settings' types, each environment
+variable's field and ceiling, and the checks a whole configuration must pass.
 
-Every default lives here. Nothing else in the package reads ``os.environ``.
-A TOML file named by ``OZP_CONFIG`` may hold the global settings at its top
-level and any number of accounts under ``[accounts.NAME]``; environment
-variables override the file, and ``OZONETEL_API_KEY``/``OZONETEL_USERNAME``
-describe the account named by ``OZP_ACCOUNT`` (default ``default``).
+Built once from the environment and an optional TOML file by
+:func:`worker.config_sources.load_settings`, the only reader of
+``os.environ`` in the package.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
-import os
-import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -221,7 +216,7 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        _check_numbers(self, _GLOBAL_ENV)
+        _check_numbers(self, GLOBAL_ENV)
         if self.retry_max_s < self.retry_base_s:
             raise ConfigError("OZP_RETRY_MAX_S must be at least OZP_RETRY_BASE_S")
         # A job is held from fetch until its answer is recorded; a shorter
@@ -285,7 +280,7 @@ def _check_numbers(values: object, table: Mapping[str, tuple[str, Parser, float]
         ) and not isinstance(value, bool)
         if not typed or not math.isfinite(value) or not 0 < value <= ceiling:
             raise ConfigError(
-                f"{var} must be {kind} above 0 and at most {ceiling:.15g}, got {_shown(value)}"
+                f"{var} must be {kind} above 0 and at most {ceiling:.15g}, got {shown_value(value)}"
             )
 
 
@@ -319,7 +314,7 @@ def _validate_account(account: AccountSettings, allow_insecure: bool) -> None:
         )
     if account.auth_mode not in ("token", "apikey"):
         raise ConfigError(f"{where}: OZONETEL_AUTH_MODE must be 'token' or 'apikey'")
-    _check_numbers(account, _ACCOUNT_ENV)
+    _check_numbers(account, ACCOUNT_ENV)
     # The margin is the time a permit may take from its slot to the vendor
     # (see limiter.py): without one, no permit could ever be used.
     if not 0 < account.rate_margin_s < account.rate_window_s:
@@ -328,7 +323,7 @@ def _validate_account(account: AccountSettings, allow_insecure: bool) -> None:
 
 # Environment variable -> (field, parser, ceiling) for the global settings ...
 Parser = type
-_GLOBAL_ENV: dict[str, tuple[str, Parser, float]] = {
+GLOBAL_ENV: dict[str, tuple[str, Parser, float]] = {
     "OZP_KEY_PREFIX": ("key_prefix", str, 0),
     "OZP_CONCURRENCY": ("concurrency", int, 10_000),
     "OZP_MAX_ATTEMPTS": ("max_attempts", int, 1000),
@@ -350,7 +345,7 @@ _GLOBAL_ENV: dict[str, tuple[str, Parser, float]] = {
     "OZP_ALLOW_INSECURE_VENDOR_URL": ("allow_insecure_vendor_url", bool, 0),
 }
 # ... and for the account the environment describes.
-_ACCOUNT_ENV: dict[str, tuple[str, Parser, float]] = {
+ACCOUNT_ENV: dict[str, tuple[str, Parser, float]] = {
     "OZONETEL_BASE_URL": ("base_url", str, 0),
     "OZONETEL_API_KEY": ("api_key", Secret, 0),
     "OZONETEL_USERNAME": ("username", str, 0),
@@ -364,167 +359,15 @@ _ACCOUNT_ENV: dict[str, tuple[str, Parser, float]] = {
     "OZP_TOKEN_BUDGET": ("token_budget", int, _MAX_COUNT),
     "OZP_TOKEN_BUDGET_WINDOW_S": ("token_budget_window_s", float, _MAX_SECONDS),
 }
-_GLOBAL_FIELDS = {name for name, _, _ in _GLOBAL_ENV.values()} | {"redis_url"}
-_ACCOUNT_FIELDS = {name for name, _, _ in _ACCOUNT_ENV.values()}
+GLOBAL_FIELDS = {name for name, _, _ in GLOBAL_ENV.values()} | {"redis_url"}
+ACCOUNT_FIELDS = {name for name, _, _ in ACCOUNT_ENV.values()}
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-# Plain decimal digits only: int() would also take "1_000" and Unicode digits,
-# and a few thousand digits would make it raise something else than ValueError.
-_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,18}")
-_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
-def _shown(raw: Any) -> str:
+def shown_value(raw: Any) -> str:
     """A bad value as a message shows it: quoted, on one line, not too long."""
     text = repr(raw)
     return text if len(text) <= 40 else f"{text[:37]}..."
-
-
-def _parse(name: str, parser: Parser, raw: Any) -> Any:
-    """``raw`` (text from the environment, or a TOML value) as ``parser``'s type.
-
-    TOML's own types are taken as they are, but never widened or narrowed: a
-    boolean is not a number, and 2.9 is not a whole number.
-    """
-    if parser is Secret:
-        return raw if isinstance(raw, Secret) else Secret(str(raw))
-    if parser is bool:
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.strip().lower() in _BOOLEANS:
-            return _BOOLEANS[raw.strip().lower()]
-        raise ConfigError(f"{name}: expected true or false (1 or 0), got {_shown(raw)}")
-    if parser is int:
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and _WHOLE_NUMBER.fullmatch(raw.strip()):
-            return int(raw.strip())
-        raise ConfigError(f"{name}: expected a whole number, got {_shown(raw)}")
-    if parser is float:
-        value: float | None = None
-        if isinstance(raw, int | float) and not isinstance(raw, bool):
-            value = float(raw)
-        elif isinstance(raw, str):
-            try:
-                value = float(raw)
-            except ValueError:
-                value = None
-        if value is None or not math.isfinite(value):
-            raise ConfigError(f"{name}: expected a finite number, got {_shown(raw)}")
-        return value
-    if not isinstance(raw, str):
-        raise ConfigError(f"{name}: expected text, got {_shown(raw)}")
-    return raw
-
-
-def _read_toml(path: str) -> dict[str, Any]:
-    try:
-        with Path(path).open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"OZP_CONFIG: no such file: {_shown(path)}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"OZP_CONFIG: {_shown(path)} is not valid TOML: {exc}") from None
-    except (OSError, ValueError) as exc:  # a directory, no permission, a NUL in the name
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "bad path"
-        raise ConfigError(f"OZP_CONFIG: cannot read {_shown(path)}: {reason}") from None
-
-
-def _account_from_table(name: str, table: Any) -> AccountSettings:
-    if not isinstance(table, dict):
-        raise ConfigError(f"OZP_CONFIG: [accounts.{name}] must be a table")
-    unknown = set(table) - _ACCOUNT_FIELDS
-    if unknown:
-        raise ConfigError(f"account {name!r}: unknown settings {sorted(unknown)}")
-    by_field = {f: p for f, p, _ in _ACCOUNT_ENV.values()}
-    values = {
-        key: _parse(f"accounts.{name}.{key}", by_field[key], raw) for key, raw in table.items()
-    }
-    return AccountSettings(name=name, **values)
-
-
-Producers = tuple[dict[str, Secret], dict[str, tuple[str, ...]]]
-
-
-def _producers(table: Any, from_env: str) -> Producers:
-    """Producer keys and the accounts each may use.
-
-    TOML: ``[producers]`` with ``name = "key"``, or ``[producers.name]`` with
-    ``key = "..."`` and ``accounts = ["a", "b"]`` (or ``"*"``). Environment:
-    ``name:key`` or ``name@a+b:key`` pairs separated by commas; the key is
-    everything after the first colon.
-    """
-    if not isinstance(table, dict):
-        raise ConfigError("OZP_CONFIG: [producers] must be a table of name = key")
-    keys: dict[str, Secret] = {}
-    accounts: dict[str, tuple[str, ...]] = {}
-    for name, entry in table.items():
-        if isinstance(entry, dict):
-            if set(entry) - {"key", "accounts"} or not isinstance(entry.get("key"), str):
-                raise ConfigError(f'producer {name!r}: expected key = "..." and accounts')
-            listed = entry.get("accounts", ALL_ACCOUNTS)
-            listed = [listed] if isinstance(listed, str) else listed
-            if not isinstance(listed, list) or not all(isinstance(a, str) for a in listed):
-                raise ConfigError(f"producer {name!r}: accounts must be a list of names")
-            keys[name], accounts[name] = Secret(entry["key"]), tuple(listed)
-        elif isinstance(entry, str):
-            keys[name] = Secret(entry)
-        else:
-            raise ConfigError(f"producer {name!r}: the key must be text")
-    for pair in filter(None, (p.strip() for p in from_env.split(","))):
-        who, sep, key = pair.partition(":")
-        if not sep:
-            raise ConfigError("OZP_PRODUCER_KEYS: expected name:key pairs separated by commas")
-        name, at, listed_text = who.partition("@")
-        name = name.strip()
-        keys[name] = Secret(key.strip())
-        accounts.pop(name, None)
-        if at:
-            accounts[name] = tuple(filter(None, (a.strip() for a in listed_text.split("+"))))
-    return keys, accounts
-
-
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build and validate the settings; raise :class:`ConfigError` with one line."""
-    env = os.environ if environ is None else environ
-    document = _read_toml(env["OZP_CONFIG"]) if env.get("OZP_CONFIG") else {}
-
-    global_values: dict[str, Any] = {}
-    keys, producer_accounts = _producers(
-        document.get("producers", {}), env.get("OZP_PRODUCER_KEYS", "")
-    )
-    if keys:
-        global_values["producer_keys"] = keys
-        global_values["producer_accounts"] = producer_accounts
-    for key, raw in document.items():
-        if key in ("accounts", "producers"):
-            continue
-        if key not in _GLOBAL_FIELDS:
-            raise ConfigError(f"OZP_CONFIG: unknown setting {key!r}")
-        parser = next((p for f, p, _ in _GLOBAL_ENV.values() if f == key), str)
-        global_values[key] = _parse(key, parser, raw)
-    for var, (name, parser, _) in _GLOBAL_ENV.items():
-        if env.get(var):
-            global_values[name] = _parse(var, parser, env[var])
-    if env.get("REDIS_URL"):
-        global_values["redis_url"] = env["REDIS_URL"]
-
-    tables = document.get("accounts", {})
-    if not isinstance(tables, dict):
-        raise ConfigError("OZP_CONFIG: [accounts] must be a table of [accounts.NAME]")
-    accounts = {name: _account_from_table(name, table) for name, table in tables.items()}
-    env_account = env.get("OZP_ACCOUNT") or DEFAULT_ACCOUNT
-    overrides = {
-        name: _parse(var, parser, env[var])
-        for var, (name, parser, _) in _ACCOUNT_ENV.items()
-        if env.get(var)
-    }
-    if overrides or not accounts:
-        base = accounts.get(env_account, AccountSettings(name=env_account))
-        accounts[env_account] = replace(base, **overrides)
-
-    settings = Settings(accounts=accounts, **global_values)
-    settings.validate()
-    return settings
 
 
 def token_refresh_ahead_s(lifetime_s: float) -> float:

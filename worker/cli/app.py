@@ -29,7 +29,8 @@ from rich.console import Console
 
 from worker import __version__
 from worker.cli.safe_text import visible
-from worker.config import Settings, load_settings
+from worker.config import Settings
+from worker.config_sources import load_settings
 from worker.connection import connect
 from worker.errors import (
     AccountHalted,
