@@ -402,7 +402,7 @@ def test_generated_requests_get_documented_answers(live_url: str) -> None:
         # Unique ids within a batch is the one rule JSON Schema cannot state
         # (uniqueItems compares whole items); the server refuses a repeat (422).
         @hypothesis.given(case=operation.as_strategy().filter(has_no_repeated_ids))
-        @hypothesis.settings(max_examples=25, deadline=None, database=None,
+        @hypothesis.settings(max_examples=25, deadline=None, database=None, derandomize=True,
                              suppress_health_check=list(hypothesis.HealthCheck))  # fmt: skip
         def conforms(case: Any) -> None:
             case.call_and_validate(base_url=live_url, headers=CRM)

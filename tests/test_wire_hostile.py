@@ -148,6 +148,7 @@ _ENTRY = st.dictionaries(_NAMES, _VALUES, min_size=1, max_size=8)
     max_examples=25,
     deadline=None,
     derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(entries=st.lists(_ENTRY, min_size=1, max_size=6), valid_share=st.booleans())
