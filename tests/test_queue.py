@@ -17,6 +17,9 @@ from worker.queue import Empty, Fetched, Late, Paused, Queue, RetryShare
 from worker.results import Record, Recorder
 
 TOLERANCE_US = 10_000
+# For fetches that are not about lateness: a busy machine may take any time
+# between the permit's slot and the fetch, and that must not fail them.
+ANY_LATENESS_US = 3_600_000_000
 SHARE = RetryShare(per_window=1000, window_us=60_000_000)
 
 
@@ -31,7 +34,7 @@ async def _fetch(
 ) -> object:
     permit = await limiter.acquire()
     await limiter.wait_for(permit)
-    return await queue.fetch(permit, consumer, TOLERANCE_US, share)
+    return await queue.fetch(permit, consumer, ANY_LATENESS_US, share)
 
 
 async def test_an_urgent_job_is_handed_out_before_a_bulk_backlog(
@@ -139,7 +142,7 @@ async def test_a_late_or_paused_permit_is_refunded(redis: Redis, key_prefix: str
 
     await pause_account(redis, keys, "maintenance")
     permit = await limiter.acquire()
-    paused = await queue.fetch(permit, "c1", TOLERANCE_US, SHARE)
+    paused = await queue.fetch(permit, "c1", ANY_LATENESS_US, SHARE)
     assert isinstance(paused, Paused) and "maintenance" in paused.reason
     assert await redis.zscore(keys.limiter, permit.id) is None
     assert await resume_account(redis, keys)
