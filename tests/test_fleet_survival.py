@@ -147,7 +147,9 @@ async def test_sigterm_finishes_in_flight_requests_and_fetches_nothing_new(
         await sim.stop()
 
     assert code == 0
-    assert took < 3 + 1.0, took
+    # Bounded by the requests in flight (timeout 3 s), not by the visibility
+    # timeout; the rest is a busy machine's process start-up and shutdown.
+    assert took < 3 + 5.0, took
     deletes = [r for r in report["requests"] if r["endpoint"] == "delete"]
     done = await results(redis, keys)
     # Every request that left was answered and recorded; nothing else left.

@@ -32,16 +32,16 @@ async def fast_sim(make_sim: SimFactory, limit: int, **overrides: Any) -> Sim:
 
 
 async def test_arrivals_beyond_the_limit_get_429(make_sim: SimFactory) -> None:
-    sim = await fast_sim(make_sim, limit=5)
+    # A 10 s window: eight requests in a row fall in one, however busy the machine.
+    sim = await make_sim(time_scale=6, rate_limit=5)
     token = await sim.token()
     answers = [await sim.delete(token=token, phone=f"81{i:08d}") for i in range(8)]
     inspected = await sim.log()
     deletes = [r for r in inspected["requests"] if r["endpoint"] == "delete"]
     stamps = [r["mono"] for r in deletes]
-    assert inspected["window_s"] == pytest.approx(1.0)
+    assert inspected["window_s"] == pytest.approx(10.0)
     assert inspected["limit"] == 5
-    # Eight sequential requests on loopback take far less than a second.
-    assert stamps[-1] - stamps[0] < 1.0
+    assert stamps[-1] - stamps[0] < 10.0, "too slow a machine for this test"
     assert [a.status for a in answers] == [200] * 5 + [429] * 3
     assert all(a.document == RATE_LIMITED for a in answers[5:])
     assert inspected["violations"] == 3
