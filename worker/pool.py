@@ -232,9 +232,18 @@ class AccountWorker:
             return
         # Requests end by themselves within the request timeout; a job still
         # held after that is cancelled here and reclaimed by another process.
-        _, late = await asyncio.wait(
-            set(self._sending), timeout=self._settings.request_timeout_s + 1.0
-        )
+        try:
+            _, late = await asyncio.wait(
+                set(self._sending), timeout=self._settings.request_timeout_s + 1.0
+            )
+        except asyncio.CancelledError:
+            # A second signal while we wait: abandon the requests now, as
+            # run() does when it lands earlier. Left running, they would meet
+            # the session closing under them, and settle as transport
+            # failures instead of staying held for another worker.
+            for task in self._sending:
+                task.cancel()
+            raise
         for task in late:
             task.cancel()
         if late:
