@@ -589,7 +589,10 @@ def test_the_embedded_redis_wants_a_password_and_keeps_its_files_private(
     assert server.password not in str(unreachable.value)
     assert state.stat().st_mode & 0o777 == 0o700
     files = list(state.rglob("*"))
-    assert {p.name for p in files} >= {"redis.log", "appendonlydir", "appendonly.aof"}
+    # The earlier file may have been taken into appendonlydir as its base and
+    # removed by the rewrite, or not yet: either way, what is left is private.
+    assert {p.name for p in files} >= {"redis.log", "appendonlydir"}
+    assert any(p.parent.name == "appendonlydir" and ".aof" in p.name for p in files)
     for path in files:
         assert path.stat().st_mode & 0o077 == 0, oct(path.stat().st_mode)
 
