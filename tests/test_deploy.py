@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import worker.config
+import worker.config_sources
 from worker.config import DEFAULT_ACCOUNT, DEFAULT_KEY_PREFIX, DEFAULT_REQUEST_TIMEOUT_S
 from worker.keys import CONSUMER_GROUP, AccountKeys
 
@@ -243,6 +244,8 @@ def test_compose_redis_persists_and_reports_health(compose: dict[str, Any]) -> N
     command = " ".join(redis["command"])
     assert "--appendonly yes" in command, "AOF must be on: the queues live in Redis"
     assert "redis-cli" in redis["healthcheck"]["test"]
+    # noeviction (a lost stream entry is a lost job) applies only under a cap.
+    assert "--maxmemory-policy noeviction" in command and "--maxmemory " in command
     assert any(str(v).endswith(":/data") for v in redis["volumes"])
 
 
@@ -271,6 +274,12 @@ def test_compose_simulator_is_staging_only_on_the_same_image(compose: dict[str, 
     assert ":8089/" in " ".join(simulator["healthcheck"]["test"])
 
 
+def test_compose_rotates_every_services_logs(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        logging = service.get("logging", {})
+        assert logging.get("options", {}).get("max-size"), f"{name}: logs grow without bound"
+
+
 def test_compose_holds_no_credential(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         environment = service.get("environment", {})
@@ -285,7 +294,9 @@ def test_compose_holds_no_credential(compose: dict[str, Any]) -> None:
 
 def test_env_example_documents_every_variable_without_values_for_credentials() -> None:
     text = ENV_EXAMPLE.read_text()
-    source = Path(worker.config.__file__).read_text()
+    source = "".join(
+        Path(module.__file__ or "").read_text() for module in (worker.config, worker.config_sources)
+    )
     known = set(re.findall(r'"((?:OZP|OZONETEL)_[A-Z_]+|REDIS_URL)"', source))
     known |= set(re.findall(r"\$\{(\w+)", COMPOSE.read_text()))
     assert "OZONETEL_API_KEY" in known, "the product's variables were not found"
@@ -432,6 +443,16 @@ def test_service_and_budget_select_the_worker_pods() -> None:
     assert ports.get(port["targetPort"], port["targetPort"]) == HTTP_PORT == port["port"]
     budget = manifests["PodDisruptionBudget"]["spec"]
     assert budget["selector"]["matchLabels"].items() <= labels.items()
+    # With Redis down every pod is unready; the budget must not block drains then.
+    assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_deployment_leaves_the_endpoints_before_sigterm() -> None:
+    pod = _manifests()["Deployment"]["spec"]["template"]["spec"]
+    wait = _container()["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert wait >= 5, "the endpoints need a few seconds to drop the pod"
+    # The preStop wait counts against the grace period; requests still need theirs.
+    assert pod["terminationGracePeriodSeconds"] > wait + DEFAULT_REQUEST_TIMEOUT_S
 
 
 def test_keda_scales_on_the_products_bulk_stream_and_group() -> None:
