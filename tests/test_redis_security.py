@@ -10,10 +10,13 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -738,3 +741,86 @@ async def test_a_password_revoked_under_a_running_pool_stops_it_instead_of_waiti
         assert not stopping.is_set()
     finally:
         await redis.aclose()
+
+
+def _get_status(url: str) -> int | None:
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            url, timeout=5
+        ) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return int(refused.code)
+    except OSError:
+        return None
+
+
+def test_run_started_before_its_redis_waits_for_it_alive_but_not_ready(
+    tmp_path: Path,
+) -> None:
+    """A pod started during a Redis outage must not crash-loop: it serves
+    /healthz at once, /readyz only once Redis answers, and then works."""
+    redis_port, http_port = free_port(), free_port()
+    server = RedisProcess(tmp_path / "late", [f"requirepass {ADMIN_PASSWORD}"], port=redis_port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OZP_", "OZONETEL_"))}
+    env.update(
+        REDIS_URL=server.url(f"default:{ADMIN_PASSWORD}"),
+        OZP_KEY_PREFIX="late",
+        OZONETEL_API_KEY="demo-key",
+        OZONETEL_USERNAME="demo",
+        OZONETEL_AUTH_MODE="apikey",
+        OZONETEL_BASE_URL="http://127.0.0.1:9",
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "worker", "--log-level", "warning", "run", "--http",
+         f"127.0.0.1:{http_port}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        deadline = time.monotonic() + 30
+        while _get_status(f"{base}/healthz") != 200:
+            assert worker.poll() is None, worker.communicate()[1]
+            assert time.monotonic() < deadline, "never alive"
+            time.sleep(0.1)
+        assert _get_status(f"{base}/readyz") == 503
+        assert worker.poll() is None
+        server.start()
+        deadline = time.monotonic() + 30
+        while _get_status(f"{base}/readyz") != 200:
+            assert worker.poll() is None, worker.communicate()[1]
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(0.1)
+        # And it went on to start its pool: the consumer group exists.
+        admin = server.admin()
+        deadline = time.monotonic() + 30
+        while not admin.exists(AccountKeys("late", "default").bulk):
+            assert time.monotonic() < deadline, "the pool never started"
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+        _, log = worker.communicate()
+        assert ADMIN_PASSWORD not in log
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        server.stop()
+
+
+def test_run_does_not_wait_for_credentials_that_are_refused(
+    start_redis: Callable[..., RedisProcess],
+) -> None:
+    server = start_redis()
+    env = product_env(
+        server.url("default:not-the-password"),
+        "tq",
+        OZONETEL_API_KEY="demo-key",
+        OZONETEL_USERNAME="demo",
+        OZONETEL_AUTH_MODE="apikey",
+        OZONETEL_BASE_URL="http://127.0.0.1:9",
+    )
+    result = cli(env, "run")
+    assert result.exit_code == EXIT_NO_REDIS
+    assert "refused the credentials" in one_error_line(result)
+    assert "not-the-password" not in result.output

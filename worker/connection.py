@@ -12,6 +12,9 @@ print it either.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ssl
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -229,6 +232,47 @@ def redis_client(url: str) -> Redis:
     except TypeError as exc:
         raise ConfigError(f"REDIS_URL {redacted_url(url)}: {exc}") from None
     return client
+
+
+async def wait_until_reachable(
+    client: Redis, url: str, stopping: asyncio.Event, max_interval_s: float = 5.0
+) -> bool:
+    """PING until Redis answers; False if ``stopping`` is set first.
+
+    For a long-running worker: a container started while Redis is still
+    coming up (or down for maintenance) waits for it, logging each miss,
+    instead of exiting and being restarted in a loop. Refused credentials
+    raise :class:`RedisCredentialsRefused` at once: waiting will not fix them.
+    """
+    interval = 0.1
+    while not stopping.is_set():
+        try:
+            await client.ping()
+            return True
+        except (AuthenticationError, AuthorizationError) as exc:
+            raise RedisCredentialsRefused(
+                f"Redis at {redacted_url(url)} refused the credentials ({exc})"
+            ) from None
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            if _is_certificate_refusal(exc):
+                # A server whose certificate we do not trust stays untrusted.
+                raise RedisUnavailable(
+                    f"cannot reach Redis at {redacted_url(url)}: {exc}"
+                ) from None
+            log.warning("redis.waiting", url=redacted_url(url), error=str(exc), retry_in_s=interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)
+        interval = min(interval * 2, max_interval_s)
+    return False
+
+
+def _is_certificate_refusal(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "certificate verify failed" in str(error)
 
 
 async def connect(url: str) -> Redis:

@@ -21,6 +21,7 @@ from worker.cli.app import (
 )
 from worker.cli.safe_text import visible
 from worker.config import DEFAULT_HTTP_BIND, Settings
+from worker.connection import redis_client, wait_until_reachable
 from worker.control import AccountExit
 
 
@@ -54,6 +55,9 @@ def run(
     are shared through Redis. SIGTERM or Ctrl-C stops fetching, lets requests in
     flight finish, and leaves anything unfinished for another worker. Exits 4 if
     an account was halted by a credential error (its backlog stays queued).
+    Started while Redis is down, it waits for Redis (logging redis.waiting),
+    serving /healthz meanwhile and /readyz once Redis answers; a refused
+    password or an untrusted certificate still exits 3 at once.
     """
 
     async def work(settings: Settings) -> int:
@@ -65,13 +69,19 @@ def run(
 
         bind = parse_bind(http) if http is not None else None
         stopping = stop_on_signals()
-        async with connected(settings) as redis:
+        url = settings.redis_url_or_default
+        redis = redis_client(url)
+        try:
             server: asyncio.Task[None] | None = None
             if bind is not None:
+                # Serving before Redis answers: /healthz says the process is
+                # alive (no restart loop) and /readyz that Redis is not there yet.
                 server = asyncio.create_task(serve_http(settings, redis, *bind, stopping))
                 # A server that cannot listen stops the pool too, gracefully.
                 server.add_done_callback(lambda _: stopping.set())
             try:
+                if not await wait_until_reachable(redis, url, stopping):
+                    return EXIT_OK  # stopped before Redis came
                 exits = await run_pool(
                     settings, redis, stopping, until_empty=until_empty, accounts=account or None
                 )
@@ -80,6 +90,8 @@ def run(
                 stopping.set()
                 if server is not None:
                     await server  # re-raises a failure to listen: BadInput, exit 2
+        finally:
+            await redis.aclose()
         halted = sorted(name for name, why in exits.items() if why is AccountExit.HALTED)
         if halted:
             err.print(
