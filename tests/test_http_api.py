@@ -279,9 +279,10 @@ async def test_ops_endpoints_answer_without_a_key_and_readiness_follows_redis(
 
 EXPECTED_METRICS = """\
 ozp_queue_jobs{account="default",lane="urgent"} 1
+ozp_queue_jobs{account="default",lane="retry"} 1
 ozp_queue_jobs{account="default",lane="bulk"} 2
 ozp_in_flight_jobs{account="default"} 0
-ozp_delayed_jobs{account="default"} 0
+ozp_delayed_jobs{account="default"} 1
 ozp_outcomes_total{account="default",outcome="deleted"} 2
 ozp_outcomes_total{account="default",outcome="already_deleted"} 0
 ozp_outcomes_total{account="default",outcome="dead"} 1
@@ -305,6 +306,9 @@ async def test_metrics_count_what_redis_holds(
     await asyncio.wait_for(run_pool(settings, redis, asyncio.Event(), until_empty=True), 60)
     await producer.enqueue_many([(CAMPAIGN, "9845000011"), (CAMPAIGN, "9845000012")])
     await producer.enqueue(CAMPAIGN, "9845000013", urgent=True)
+    # A due retry on its lane, and one still waiting for its time.
+    await redis.xadd(keys.retry, {"v": "1", "id": "r-1", "campaign": CAMPAIGN, "phone": "1234567"})
+    await redis.zadd(keys.delayed, {'{"job": "r-2", "fields": {}}': 9_999_999_999_999})
     await pause_account(redis, keys, "maintenance")
 
     response = await client.get("/metrics")
@@ -314,6 +318,13 @@ async def test_metrics_count_what_redis_holds(
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     assert text.endswith("\n")
     assert set(EXPECTED_METRICS.splitlines()) - set(text.splitlines()) == set()
+    # Not a subset: every sample of the queue families is the expected one.
+    queue_families = ("ozp_queue_jobs{", "ozp_in_flight_jobs{", "ozp_delayed_jobs{")
+    samples = sorted(line for line in text.splitlines() if line.startswith(queue_families))
+    expected = sorted(
+        line for line in EXPECTED_METRICS.splitlines() if line.startswith(queue_families)
+    )
+    assert samples == expected
 
 
 async def test_the_openapi_document_is_valid_and_covers_every_route(api: Client) -> None:

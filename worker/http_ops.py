@@ -51,7 +51,7 @@ EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FAMILIES: dict[str, tuple[str, str]] = {
     "ozp_queue_jobs": ("gauge", "Jobs waiting in a lane, not yet fetched by a worker."),
     "ozp_in_flight_jobs": ("gauge", "Jobs fetched by a worker and not yet settled."),
-    "ozp_delayed_jobs": ("gauge", "Jobs waiting for a retry."),
+    "ozp_delayed_jobs": ("gauge", "Retries waiting for their time, not yet on the retry lane."),
     "ozp_outcomes_total": ("counter", "Jobs finished, by terminal outcome."),
     "ozp_account_halted": ("gauge", "1 while the account is halted by a credential error."),
     "ozp_account_paused": ("gauge", "1 while an operator has paused the account."),
@@ -138,11 +138,11 @@ async def metrics_text(redis: Redis, settings: Settings) -> str:
             pipe.zcount(keys.token_generations, now_ms - TOKEN_GENERATIONS_PERIOD_MS, now_ms)
             outcomes, halted, paused, generations = await pipe.execute()
         account = {"account": name}
+        waiting = {"urgent": counts.urgent, "retry": counts.retry, "bulk": counts.bulk}
         for lane in LANES:
-            waiting = counts.urgent if lane == "urgent" else counts.bulk
-            samples["ozp_queue_jobs"].append(({**account, "lane": lane}, waiting))
+            samples["ozp_queue_jobs"].append(({**account, "lane": lane}, waiting[lane]))
         samples["ozp_in_flight_jobs"].append((account, counts.in_flight))
-        samples["ozp_delayed_jobs"].append((account, counts.delayed))
+        samples["ozp_delayed_jobs"].append((account, counts.scheduled))
         for outcome, value in zip(OUTCOMES, outcomes, strict=True):
             samples["ozp_outcomes_total"].append(({**account, "outcome": outcome}, int(value or 0)))
         samples["ozp_account_halted"].append((account, int(bool(halted))))

@@ -125,7 +125,13 @@ class QueueCounts:
     urgent: int
     bulk: int
     in_flight: int
-    delayed: int  # waiting for their retry time, or for their share of permits
+    scheduled: int  # waiting for their retry time, in the delayed set
+    retry: int = 0  # due retries and replays on the retry lane, waiting for their share
+
+    @property
+    def delayed(self) -> int:
+        """Retries not yet sent: scheduled, or on the retry lane."""
+        return self.scheduled + self.retry
 
     @property
     def queued(self) -> int:
@@ -412,7 +418,8 @@ class Queue:
             urgent=waiting["urgent"],
             bulk=waiting["bulk"],
             in_flight=sum(held.values()),
-            delayed=int(replies[-1]) + waiting["retry"],
+            scheduled=int(replies[-1]),
+            retry=waiting["retry"],
         )
 
 
