@@ -19,6 +19,7 @@ from redis import Redis as SyncRedis
 from typer.testing import CliRunner, Result
 
 from worker.cli import EXIT_HALTED, EXIT_NO_REDIS, EXIT_OK, EXIT_USAGE, app
+from worker.cli.watching import HUMAN_RESULTS
 from worker.embedded import free_port
 from worker.keys import AccountKeys
 
@@ -490,3 +491,16 @@ def test_dlq_refuses_a_reason_that_does_not_exist(
         assert typo.exit_code == EXIT_USAGE
         assert "not a dead-letter reason" in typo.output
     assert store.xlen(keys.dlq) == 1
+
+
+def test_results_json_prints_every_record_unless_limited_and_the_table_the_newest(
+    env: Env, store: SyncRedis, keys: AccountKeys
+) -> None:
+    """A script reading --json must never get a silently cut list."""
+    for i in range(HUMAN_RESULTS + 5):
+        store.xadd(keys.results, {"job_id": f"j{i}", "outcome": "deleted", "phone": "98765"})
+    every = json_lines(cli(env, "results", "--json").stdout)
+    assert [r["job_id"] for r in every] == [f"j{i}" for i in range(HUMAN_RESULTS + 5)]
+    table = cli(env, "results")
+    assert table.exit_code == EXIT_OK
+    assert "j4 " not in table.stdout and f"j{HUMAN_RESULTS + 4}" in table.stdout

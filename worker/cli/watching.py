@@ -86,24 +86,40 @@ async def _history(redis: Redis, key: str, limit: int) -> AsyncIterator[Entry]:
             yield entry
 
 
+# A table of more rows than this is no longer read, only scrolled.
+HUMAN_RESULTS = 50
+
+
 def results(
     json_output: JsonOption = False,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new results until Ctrl-C.")
     ] = False,
     account: AccountOption = None,
-    limit: Annotated[int, typer.Option(min=0, help="Show the newest N (0: all).")] = 50,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help=f"Show the newest N (0: all). Default: {HUMAN_RESULTS} in the table, "
+            "all with --json.",
+        ),
+    ] = None,
 ) -> None:
-    """Terminal records, oldest first: one per job (deleted, already_deleted or dead)."""
+    """Terminal records, oldest first: one per job (deleted, already_deleted or dead).
+
+    With --json every record is printed unless --limit says otherwise, so a
+    script reading it never gets a silently cut list.
+    """
 
     async def work(settings: Settings) -> int:
+        newest = limit if limit is not None else (0 if json_output else HUMAN_RESULTS)
         keys = account_keys(settings, account)
         async with connected(settings) as redis:
             # --follow picks up after the newest entry shown, or the newest
             # entry in the stream if none was shown: nothing is missed or repeated.
             after = await last_id(redis, keys.results)
             views: list[dict[str, Any]] = []
-            async for entry_id, fields in _history(redis, keys.results, limit):
+            async for entry_id, fields in _history(redis, keys.results, newest):
                 after = entry_id
                 view = result_view(entry_id, fields)
                 if json_output:
