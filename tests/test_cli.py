@@ -185,6 +185,13 @@ def test_import_jsonl_from_stdin_with_a_default_campaign_on_the_urgent_lane(
     assert store.xlen(keys.bulk) == 0
 
 
+def test_import_json_prints_one_object_of_counts(env: Env, store: SyncRedis) -> None:
+    lines = '{"phone": "9876500001"}\n{"phone": "9876500001"}\n{"phone": "12"}\n'
+    result = cli(env, "import", "-", "--campaign", "spring", "--json", stdin=lines)
+    assert result.exit_code == EXIT_OK, result.output
+    assert json_lines(result.stdout) == [{"queued": 1, "duplicates": 1, "rejected": 1}]
+
+
 def test_import_of_a_missing_file_or_one_without_phones_exits_2_and_queues_nothing(
     env: Env, store: SyncRedis, key_prefix: str, tmp_path: Path
 ) -> None:

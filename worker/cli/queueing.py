@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -12,12 +13,14 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from worker.cli.app import (
     EXIT_OK,
     AccountOption,
+    JsonOption,
     account_keys,
     connected,
     err,
     execute,
     lane_of,
     out,
+    print_json,
 )
 from worker.cli.safe_text import visible
 from worker.config import Settings
@@ -86,8 +89,10 @@ def import_file(
     normalize: Annotated[
         bool, typer.Option("--normalize", help="Drop spaces, dashes, dots and brackets first.")
     ] = False,
+    json_output: JsonOption = False,
 ) -> None:
-    """Queue every row of a CSV or JSONL file, streamed; prints the counts.
+    """Queue every row of a CSV or JSONL file, streamed; prints the counts
+    (with --json, one object: queued, duplicates, rejected).
 
     Columns (any case): phoneNumber (or phone, number, mobile), campaignName
     (or campaign), name. Format by extension (.csv, .jsonl, .ndjson) or content.
@@ -122,9 +127,12 @@ def import_file(
             finally:
                 if writer is not None:
                     writer.close()
-        out.print(counts.summary(), markup=False)
+        if json_output:
+            print_json(asdict(counts))
+        else:
+            out.print(counts.summary(), markup=False)
         for row in examples:
-            err.print(f"rejected line {row.line}: {row.reason}", markup=False)
+            err.print(f"rejected line {row.line}: {visible(row.reason)}", markup=False)
         if counts.rejected and writer is None:
             err.print("(pass --rejects FILE to keep every refused row)")
         return EXIT_OK
