@@ -7,13 +7,18 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from typer.testing import CliRunner
 
 from tests.conftest import TIME_SCALE, Simulator, make_settings
+from worker.cli import app
 from worker.config import Secret
+from worker.config_sources import log_options
+from worker.errors import ConfigError
 from worker.jobs import make_job
 from worker.keys import AccountKeys
 from worker.logs import (
@@ -136,3 +141,30 @@ def test_the_sampler_lets_one_warning_through_per_period_and_counts_the_rest() -
     assert [sampler.admit(t) for t in (1.0, 2.0, 9.9)] == [None, None, None]
     assert sampler.admit(10.0) == 3
     assert sampler.admit(15.0) is None and sampler.admit(20.5) == 1
+
+
+def test_log_options_come_from_the_environment_and_refuse_what_they_do_not_know() -> None:
+    assert log_options({}) == (None, None)
+    assert log_options({"OZP_LOG_LEVEL": "WARNING", "OZP_LOG_FORMAT": "console"}) == (
+        "warning",
+        False,
+    )
+    assert log_options({"OZP_LOG_FORMAT": "json"}) == (None, True)
+    for bad in ({"OZP_LOG_LEVEL": "loud"}, {"OZP_LOG_FORMAT": "xml"}):
+        with pytest.raises(ConfigError, match="OZP_LOG_"):
+            log_options(bad)
+
+
+def test_every_line_names_its_logger(tmp_path: Path) -> None:
+    stream = tmp_path / "log"
+    with stream.open("w") as out:
+        configure_logging(level="info", json=True, stream=out)
+        get_logger("worker.pool").info("pool.started")
+    (line,) = [json.loads(text) for text in stream.read_text().splitlines()]
+    assert (line["logger"], line["event"]) == ("worker.pool", "pool.started")
+
+
+def test_a_bad_log_format_is_a_usage_error_of_one_line() -> None:
+    result = CliRunner().invoke(app, ["status"], env={"OZP_LOG_FORMAT": "xml"})
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: OZP_LOG_FORMAT must be one of json, console"

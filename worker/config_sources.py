@@ -186,3 +186,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(accounts=accounts, **global_values)
     settings.validate()
     return settings
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "console")
+
+
+def log_options(environ: Mapping[str, str] | None = None) -> tuple[str | None, bool | None]:
+    """``OZP_LOG_LEVEL`` and ``OZP_LOG_FORMAT`` (json or console), each None when
+    unset; read before the other settings, since logging starts first."""
+    env = os.environ if environ is None else environ
+    level = env.get("OZP_LOG_LEVEL", "").strip().lower() or None
+    if level is not None and level not in LOG_LEVELS:
+        raise ConfigError(f"OZP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+    fmt = env.get("OZP_LOG_FORMAT", "").strip().lower() or None
+    if fmt is not None and fmt not in LOG_FORMATS:
+        raise ConfigError(f"OZP_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+    return level, None if fmt is None else fmt == "json"

@@ -109,13 +109,14 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_logger_name,
             *shared,
             structlog.processors.format_exc_info,
             redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=_NamedPrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(stream)
@@ -162,3 +163,21 @@ class WarningSampler:
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+class _NamedPrintLogger(structlog.PrintLogger):
+    """A PrintLogger that knows the name it was asked for, so that
+    ``add_logger_name`` puts the module on every line, as the standard
+    library's records carry theirs."""
+
+    def __init__(self, file: TextIO, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+class _NamedPrintLoggerFactory:
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> _NamedPrintLogger:
+        return _NamedPrintLogger(self._file, str(args[0]) if args else "")

@@ -30,7 +30,7 @@ from rich.console import Console
 from worker import __version__
 from worker.cli.safe_text import visible
 from worker.config import Settings
-from worker.config_sources import load_settings
+from worker.config_sources import load_settings, log_options
 from worker.connection import connect
 from worker.errors import (
     AccountHalted,
@@ -179,12 +179,19 @@ def _version(show: bool) -> None:
 @app.callback()
 def main_options(
     log_level: Annotated[
-        Literal["debug", "info", "warning", "error"],
-        typer.Option(help="Logs go to stderr, one JSON object per line off a terminal."),
-    ] = "info",
+        Literal["debug", "info", "warning", "error"] | None,
+        typer.Option(
+            help="Logs go to stderr, one JSON object per line off a terminal "
+            "(OZP_LOG_LEVEL, default info; OZP_LOG_FORMAT=json|console to choose)."
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print it.")
     ] = False,
 ) -> None:
     """Options of every command (the app's help text is the Typer's)."""
-    configure_logging(level=log_level)
+    try:
+        env_level, json_format = log_options()
+    except ConfigError as exc:
+        fail(EXIT_USAGE, exc)
+    configure_logging(level=log_level or env_level or "info", json=json_format)
