@@ -345,7 +345,7 @@ async def test_serve_http_binds_where_told_and_serves_until_the_stopping_event(
 ) -> None:
     assert parse_bind("127.0.0.1:8080") == ("127.0.0.1", 8080)
     assert parse_bind("[::1]:9000") == ("::1", 9000) and parse_bind("81") == ("127.0.0.1", 81)
-    for bad in ("host:", ":80", "host:99999", "host:http", "8080x"):
+    for bad in ("host:", ":80", "host:99999", "host:http", "8080x", "²", "host:٨٠"):
         with pytest.raises(BadInput, match="HOST:PORT"):
             parse_bind(bad)
     port = closed_port()

@@ -269,11 +269,12 @@ def parse_bind(text: str) -> tuple[str, int]:
     A bare port binds to loopback, the host of ``DEFAULT_HTTP_BIND``: listening
     on other interfaces is something to ask for by name (``0.0.0.0:8080``).
     """
-    if text.isdigit():
+    # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+    if text.isascii() and text.isdigit():
         text = f"{DEFAULT_HTTP_BIND.rpartition(':')[0]}:{text}"
     host, sep, port = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise BadInput(f"--http: expected HOST:PORT such as {DEFAULT_HTTP_BIND}, got {text!r}")
     return host, int(port)
 

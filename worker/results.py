@@ -23,9 +23,8 @@ from worker.queue import Delivery
 Terminal = Literal["deleted", "already_deleted", "dead"]
 # A malformed entry's raw fields, as kept in its dead letter.
 MAX_RAW_CHARS = 4096
-# Digits of the longest number a view reads from a stream field: epoch
-# milliseconds need 13; more is a value nobody wrote on purpose.
-MAX_MS_DIGITS = 15
+# Counters and epoch milliseconds fit in 19 digits; more was not written by us.
+MAX_STORED_DIGITS = 19
 
 
 @dataclass(frozen=True)
@@ -157,10 +156,11 @@ def dead_letter_view(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
 def _ms_or_none(value: str | None) -> str | None:
     """Epoch milliseconds as ISO 8601 UTC, the form the JSON output promises;
     None for anything else, however it got into the stream."""
-    if not value or not (value.isascii() and value.isdigit()) or len(value) > MAX_MS_DIGITS:
+    ms = stored_int(value)
+    if ms is None or ms < 0:
         return None
     try:
-        moment = datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+        moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
     return moment.isoformat(timespec="milliseconds")
@@ -168,6 +168,15 @@ def _ms_or_none(value: str | None) -> str | None:
 
 def _count(value: str | None) -> int:
     """A non-negative count from a stream field; 0 when it is not one."""
-    if not value or not (value.isascii() and value.isdigit()) or len(value) > MAX_MS_DIGITS:
-        return 0
-    return int(value)
+    return max(stored_int(value) or 0, 0)
+
+
+def stored_int(value: object) -> int | None:
+    """An integer as the product stores it (decimal ASCII digits, an optional
+    minus), or None when the field holds anything else: written by hand,
+    half-restored, or crafted. A view shows a placeholder, never fails."""
+    text = str(value) if value is not None else ""
+    digits = text.removeprefix("-")
+    if not digits.isascii() or not digits.isdigit() or len(digits) > MAX_STORED_DIGITS:
+        return None
+    return int(text)

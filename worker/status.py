@@ -26,11 +26,10 @@ from worker.errors import ConfigError
 from worker.keys import AccountKeys, accounts_key
 from worker.limiter import Limiter
 from worker.queue import Queue
+from worker.results import stored_int
 
 RATE_PERIOD_S = 60.0
 GENERATIONS_PERIOD_MS = 3_600_000
-# Counters and epoch milliseconds fit in 19 digits; more was not written by us.
-MAX_STORED_DIGITS = 19
 
 
 async def server_time_ms(redis: Redis) -> int:
@@ -97,16 +96,6 @@ async def token_health(redis: Redis, keys: AccountKeys, account: AccountSettings
 
 def _seconds(ms: int) -> int:
     return math.floor(ms / 1000)
-
-
-def stored_int(value: object) -> int | None:
-    """An integer our own scripts stored, or None when the key holds something
-    else (written by hand, or half-restored): a view shows ``-``, never fails."""
-    text = str(value) if value is not None else ""
-    digits = text.removeprefix("-")
-    if not digits.isascii() or not digits.isdigit() or len(digits) > MAX_STORED_DIGITS:
-        return None
-    return int(text)
 
 
 async def account_status(redis: Redis, settings: Settings, name: str) -> dict[str, Any]:

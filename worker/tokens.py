@@ -15,6 +15,7 @@ and the Redis server's time.
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -60,13 +61,29 @@ class Token:
         return time.monotonic() >= self.refresh_at_mono
 
 
+# How many configured lifetimes away a token's exp may be and still be believed.
+MAX_BELIEVED_LIFETIMES = 4
+
+
 def expiry_ms(token: str, fallback_ttl_s: float, now_ms: int) -> int:
-    """The token's ``exp`` in epoch ms; the signature is the vendor's to check."""
+    """The token's ``exp`` in epoch ms; the signature is the vendor's to check.
+
+    An ``exp`` that is missing, not a number, or further away than
+    :data:`MAX_BELIEVED_LIFETIMES` lifetimes (1e308 would overflow, a year
+    would never be refreshed) gives way to the configured lifetime.
+    """
+    fallback = now_ms + round(fallback_ttl_s * 1000)
     try:
         claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
-        return round(float(claims["exp"]) * 1000)
-    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
-        return now_ms + round(fallback_ttl_s * 1000)
+        exp_ms = float(claims["exp"]) * 1000
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError, OverflowError, RecursionError):
+        return fallback
+    if (
+        not math.isfinite(exp_ms)
+        or exp_ms - now_ms > MAX_BELIEVED_LIFETIMES * fallback_ttl_s * 1000
+    ):
+        return fallback
+    return round(exp_ms)
 
 
 class TokenManager:
