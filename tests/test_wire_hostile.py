@@ -19,9 +19,10 @@ from redis.asyncio import Redis
 
 from tests.conftest import TIME_SCALE, Simulator, make_settings
 from tests.test_pipeline import drain
+from worker.jobs import readable
 from worker.keys import CONSUMER_GROUP, LANES, AccountKeys
 from worker.pool import AccountExit
-from worker.results import dead_letter_view, result_view
+from worker.results import MAX_RAW_CHARS, dead_letter_view, raw_fields, result_view
 from worker.simulator import SimulatorConfig
 from worker.simulator import start as start_simulator_server
 
@@ -190,6 +191,11 @@ async def _drain_entries(redis_url: str, entries: list[dict[bytes, bytes]], vali
         assert await redis.scard(keys.pending) == 0
         assert await _all_text_is_utf8(raw, keys.results)
         assert await _all_text_is_utf8(raw, keys.dlq)
+        for _, letter in await redis.xrange(keys.dlq):
+            if "raw" in letter:
+                # Kept bounded, and still an object a script can read.
+                assert isinstance(json.loads(letter["raw"]), dict)
+                assert len(letter["raw"]) <= MAX_RAW_CHARS
         for entry_id, fields in results:
             view = result_view(entry_id, fields)
             assert view["outcome"] in ("deleted", "already_deleted", "dead")
@@ -208,3 +214,25 @@ async def _drain_entries(redis_url: str, entries: list[dict[bytes, bytes]], vali
         await redis.aclose()
         await raw.aclose()
         await runner.cleanup()
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, database=None)
+@given(
+    fields=st.dictionaries(
+        st.text(max_size=80),
+        st.text(max_size=2000)
+        | st.binary(max_size=600).map(lambda b: b.decode("utf-8", "surrogateescape")),
+        max_size=60,
+    )
+)
+def test_kept_raw_fields_always_parse_and_fit(fields: dict[str, str]) -> None:
+    kept = raw_fields(fields)
+    assert len(kept) <= MAX_RAW_CHARS
+    parsed = json.loads(kept)
+    kept.encode("utf-8")  # never a lone surrogate
+    shown = {readable(name, 64) for name in fields}
+    if "..." in parsed:
+        left_out = int(parsed.pop("...").split()[0])
+        assert left_out >= 1 and set(parsed) < shown
+    else:
+        assert set(parsed) == shown

@@ -78,8 +78,7 @@ class Recorder:
             if job is None:
                 # Keep what the producer sent, readable and bounded, so the
                 # entry can be recognised, mended and replayed.
-                raw = {readable(k, 64): readable(v) for k, v in fields.items()}
-                extra["raw"] = readable(json.dumps(raw, sort_keys=True), MAX_RAW_CHARS)
+                extra["raw"] = raw_fields(fields)
         # A directly XADDed job may carry no de-duplication mark; SREM of a
         # digest nobody added is harmless.
         digest = job.dedupe_digest if job else ""
@@ -108,6 +107,22 @@ class Recorder:
             args=args,
         )
         return bool(recorded)
+
+
+def raw_fields(fields: dict[str, str]) -> str:
+    """An entry's fields as a JSON object of at most :data:`MAX_RAW_CHARS`:
+    each readable and bounded, and whole fields left out past the budget (and
+    counted), so that what is kept still parses."""
+    kept: dict[str, str] = {}
+    size = 2  # the braces
+    for name, value in sorted(fields.items()):
+        key, text = readable(name, 64), readable(value)
+        size += len(json.dumps(key)) + len(json.dumps(text)) + 4  # ": " and ", "
+        if size > MAX_RAW_CHARS - 40:  # room for the count of what was left out
+            kept["..."] = f"{len(fields) - len(kept)} more fields"
+            break
+        kept[key] = text
+    return json.dumps(kept, sort_keys=True)
 
 
 def entry_record_id(delivery: Delivery) -> str:
