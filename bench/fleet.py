@@ -22,8 +22,8 @@ from bench.measures import max_in_window, utilization
 from bench.processes import Child, Usage, python_module, wait_all
 from bench.redis_server import fresh_redis, sample, stream_length
 from bench.simulator import SimulatorOptions, SimulatorProcess
-from worker.config import DEFAULT_ACCOUNT, DEFAULT_KEY_PREFIX
-from worker.keys import AccountKeys
+from worker.config.settings import DEFAULT_ACCOUNT, DEFAULT_KEY_PREFIX
+from worker.store.keys import AccountKeys
 
 KEYS = AccountKeys(DEFAULT_KEY_PREFIX, DEFAULT_ACCOUNT)
 # Past this many ideal drain times (plus start-up) the run is stuck, not slow.

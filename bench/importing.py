@@ -18,8 +18,8 @@ from bench.deletions import write_csv
 from bench.environment import base_env
 from bench.processes import Child, Usage, python_module, wait_all
 from bench.redis_server import fresh_redis, sample, stream_length
-from worker.config import DEFAULT_ACCOUNT, DEFAULT_KEY_PREFIX
-from worker.keys import AccountKeys
+from worker.config.settings import DEFAULT_ACCOUNT, DEFAULT_KEY_PREFIX
+from worker.store.keys import AccountKeys
 
 _SUMMARY = re.compile(r"queued (\d+), duplicates skipped (\d+), rejected (\d+)")
 # Generous: at a tenth of the rate measured on a 2-core machine, plus start-up.

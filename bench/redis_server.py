@@ -14,7 +14,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from worker.embedded import EmbeddedRedis, find_redis_server
+from worker.store.embedded import EmbeddedRedis, find_redis_server
 
 
 @dataclass(frozen=True)

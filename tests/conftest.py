@@ -16,12 +16,12 @@ import structlog
 from aiohttp import web
 from redis.asyncio import Redis
 
-from worker.config import AccountSettings, Secret, Settings
-from worker.connection import redis_client
-from worker.embedded import EmbeddedRedis
+from worker.config.settings import AccountSettings, Secret, Settings
 from worker.logs import configure_logging
 from worker.simulator import SimulatorConfig
 from worker.simulator import start as start_simulator_server
+from worker.store.connection import redis_client
+from worker.store.embedded import EmbeddedRedis
 
 _prefixes = itertools.count()
 

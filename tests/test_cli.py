@@ -20,8 +20,8 @@ from typer.testing import CliRunner, Result
 
 from worker.cli import EXIT_HALTED, EXIT_NO_REDIS, EXIT_OK, EXIT_USAGE, app
 from worker.cli.watching import HUMAN_RESULTS
-from worker.embedded import free_port
-from worker.keys import AccountKeys
+from worker.store.embedded import free_port
+from worker.store.keys import AccountKeys
 
 FAKE_TOKEN = "eyJhbGciOiJIUzI1NiJ9.fake-token-that-must-never-be-printed"
 CREDENTIALS = {

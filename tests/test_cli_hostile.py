@@ -40,9 +40,9 @@ from worker.cli.views import (
     results_table,
     token_lines,
 )
-from worker.drain import DrainProgress, DrainSpec
-from worker.keys import AccountKeys, accounts_key
-from worker.report import Summary
+from worker.drain.batch import DrainProgress, DrainSpec
+from worker.drain.report import Summary
+from worker.store.keys import AccountKeys, accounts_key
 
 # Wide enough that no table cell wraps, so a value can be found whole.
 COLUMNS = "1000"

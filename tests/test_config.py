@@ -8,14 +8,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.config import (
+from worker.config.settings import (
     ACCOUNT_ENV,
     DEFAULT_BASE_URL,
     GLOBAL_ENV,
     Secret,
     Settings,
 )
-from worker.config_sources import load_settings
+from worker.config.sources import load_settings
 from worker.errors import ConfigError
 
 API_KEY = "sk-live-4d2f9a0c77e1b3aa"

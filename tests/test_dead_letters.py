@@ -9,13 +9,13 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from tests.conftest import make_settings
-from worker.config import Settings
-from worker.dead_letters import letters, purge, replay
-from worker.jobs import Job, dedupe_digest, from_fields, make_job
-from worker.keys import CONSUMER_GROUP, AccountKeys, Lane
-from worker.lua import register
-from worker.queue import Delivery, Queue
-from worker.results import Record, Recorder
+from worker.config.settings import Settings
+from worker.queue.jobs import Job, dedupe_digest, from_fields, make_job
+from worker.queue.lanes import Delivery, Queue
+from worker.results.dead_letters import letters, purge, replay
+from worker.results.records import Record, Recorder
+from worker.store.keys import CONSUMER_GROUP, AccountKeys, Lane
+from worker.store.lua import register
 
 
 async def kill(
@@ -117,7 +117,7 @@ async def test_replaying_a_letter_that_is_already_gone_does_nothing(
     redis: Redis, key_prefix: str
 ) -> None:
     keys = AccountKeys(key_prefix, "default")
-    script = register(redis, "dead_letters_replay")
+    script = register(redis, "results/replay")
     digest = dedupe_digest("c", "9876500001")
     verdict = await script(
         keys=[keys.bulk, keys.dlq, keys.pending], args=["1-1", digest, "v", "1", "id", "x"]

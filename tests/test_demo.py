@@ -17,7 +17,7 @@ import pytest
 
 from worker import demo
 from worker.errors import BadInput
-from worker.jobs import make_job
+from worker.queue.jobs import make_job
 
 pytestmark = pytest.mark.slow
 

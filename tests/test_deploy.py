@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-import worker.config
-import worker.config_sources
-from worker.config import DEFAULT_ACCOUNT, DEFAULT_KEY_PREFIX, DEFAULT_REQUEST_TIMEOUT_S
-from worker.keys import CONSUMER_GROUP, AccountKeys
+import worker.config.settings
+import worker.config.sources
+from worker.config.settings import DEFAULT_ACCOUNT, DEFAULT_KEY_PREFIX, DEFAULT_REQUEST_TIMEOUT_S
+from worker.store.keys import CONSUMER_GROUP, AccountKeys
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -171,7 +171,7 @@ def test_dockerignore_keeps_credentials_out_and_the_package_in() -> None:
     for secret in (".env", ".git/config", ".venv/bin/python", "worker/__pycache__/x.pyc"):
         assert _dockerignored(secret), f"{secret} would reach the build context"
     copied = [args.split()[0] for name, args in _instructions() if name == "COPY"]
-    needed = [s for s in copied if not s.startswith("--")] + ["worker/limiter_acquire.lua"]
+    needed = [s for s in copied if not s.startswith("--")] + ["worker/limiter/acquire.lua"]
     for source in [*needed, "worker/py.typed", "pyproject.toml", "README.md"]:
         assert not _dockerignored(source), f"{source} is needed by the build"
 
@@ -295,7 +295,8 @@ def test_compose_holds_no_credential(compose: dict[str, Any]) -> None:
 def test_env_example_documents_every_variable_without_values_for_credentials() -> None:
     text = ENV_EXAMPLE.read_text()
     source = "".join(
-        Path(module.__file__ or "").read_text() for module in (worker.config, worker.config_sources)
+        Path(module.__file__ or "").read_text()
+        for module in (worker.config.settings, worker.config.sources)
     )
     known = set(re.findall(r'"((?:OZP|OZONETEL)_[A-Z_]+|REDIS_URL)"', source))
     known |= set(re.findall(r"\$\{(\w+)", COMPOSE.read_text()))

@@ -20,14 +20,14 @@ from redis.asyncio import Redis
 
 from tests.conftest import eventually, make_settings
 from tests.fleet import SimProcess, sim_report, write_campaigns
-from worker.csv_cells import FORMULA_STARTS, restore_cell
-from worker.drain import DrainProgress, DrainSpec, import_rows
-from worker.drain_rows import file_tag, numbered_rows
+from worker.accounts.status import server_time_ms
+from worker.drain.batch import DrainProgress, DrainSpec, import_rows
+from worker.drain.report import write_report
+from worker.drain.rows import file_tag, numbered_rows
 from worker.errors import BadInput
-from worker.importer import Rejected
-from worker.keys import AccountKeys
-from worker.report import write_report
-from worker.status import server_time_ms
+from worker.intake.csv_cells import FORMULA_STARTS, restore_cell
+from worker.intake.importer import Rejected
+from worker.store.keys import AccountKeys
 
 pytestmark = pytest.mark.slow
 

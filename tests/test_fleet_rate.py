@@ -26,9 +26,9 @@ from tests.fleet import (
     SimProcess,
     worker_env,
 )
-from worker.jobs import make_job
-from worker.keys import AccountKeys
-from worker.queue import Queue
+from worker.queue.jobs import make_job
+from worker.queue.lanes import Queue
+from worker.store.keys import AccountKeys
 
 pytestmark = pytest.mark.slow
 

@@ -29,11 +29,13 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from tests.conftest import make_settings
-from worker.csv_cells import FORMULA_STARTS, restore_cell
-from worker.drain import DrainProgress, DrainSpec, import_rows
-from worker.drain_rows import file_tag, numbered_rows
+from worker.accounts.status import server_time_ms
+from worker.drain.batch import DrainProgress, DrainSpec, import_rows
+from worker.drain.report import write_report
+from worker.drain.rows import file_tag, numbered_rows
 from worker.errors import BadInput
-from worker.importer import (
+from worker.intake.csv_cells import FORMULA_STARTS, restore_cell
+from worker.intake.importer import (
     MAX_JSON_DEPTH,
     ImportCounts,
     Rejected,
@@ -41,12 +43,10 @@ from worker.importer import (
     import_jobs,
     open_source,
 )
-from worker.input_lines import EXCERPT_CHARS, MAX_ROW_CHARS
-from worker.jobs import Job
-from worker.keys import AccountKeys
-from worker.queue import Queue
-from worker.report import write_report
-from worker.status import server_time_ms
+from worker.intake.lines import EXCERPT_CHARS, MAX_ROW_CHARS
+from worker.queue.jobs import Job
+from worker.queue.lanes import Queue
+from worker.store.keys import AccountKeys
 
 HOSTILE = settings(
     max_examples=40,

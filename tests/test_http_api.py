@@ -22,15 +22,15 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from tests.conftest import TIME_SCALE, Simulator, make_settings
-from worker.config import AccountSettings, Secret, Settings
-from worker.connection import redis_client
-from worker.control import pause_account
+from worker.accounts.control import pause_account
+from worker.config.settings import AccountSettings, Secret, Settings
 from worker.errors import BadInput
-from worker.http_api import create_http_app, parse_bind, serve_http
-from worker.http_limits import TokenBucket
-from worker.keys import AccountKeys
-from worker.pool import run_pool
-from worker.producer import Producer
+from worker.http.api import create_http_app, parse_bind, serve_http
+from worker.http.limits import TokenBucket
+from worker.pool.workers import run_pool
+from worker.queue.producer import Producer
+from worker.store.connection import redis_client
+from worker.store.keys import AccountKeys
 
 KEYS = {"crm": "crm-key-0123456789abcdef", "batch": "batch-key-0123456789abcdef"}
 CRM = {"Authorization": f"Bearer {KEYS['crm']}"}

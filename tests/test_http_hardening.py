@@ -18,14 +18,14 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from tests.conftest import TIME_SCALE, Simulator, eventually, make_settings
-from worker.config import AccountSettings, Secret, Settings
-from worker.connection import redis_client
-from worker.embedded import EmbeddedRedis
-from worker.http_api import GUARD, PRODUCERS, Listening, listening
-from worker.http_requests import plan_items
-from worker.keys import AccountKeys
+from worker.config.settings import AccountSettings, Secret, Settings
+from worker.http.api import GUARD, PRODUCERS, Listening, listening
+from worker.http.requests import plan_items
 from worker.logs import configure_logging
-from worker.pool import run_pool
+from worker.pool.workers import run_pool
+from worker.store.connection import redis_client
+from worker.store.embedded import EmbeddedRedis
+from worker.store.keys import AccountKeys
 
 KEYS = {"crm": "crm-key-0123456789abcdef", "batch": "batch-key-0123456789abcdef"}
 OPS_KEY = "ops-key-0123456789abcdef"

@@ -23,11 +23,11 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import make_settings
-from worker.config import AccountSettings, Secret
-from worker.connection import redis_client
-from worker.http_api import listening
-from worker.keys import AccountKeys
+from worker.config.settings import AccountSettings, Secret
+from worker.http.api import listening
 from worker.logs import configure_logging
+from worker.store.connection import redis_client
+from worker.store.keys import AccountKeys
 
 KEYS = {"crm": "crm-key-hostile-0123456789", "batch": "batch-key-hostile-0123456789"}
 OPS_KEY = "ops-key-hostile-0123456789"

@@ -18,9 +18,9 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from worker.jobs import Job, dedupe_digest, make_job
-from worker.keys import AccountKeys
-from worker.queue import ENQUEUE_BATCH, Queue
+from worker.queue.jobs import Job, dedupe_digest, make_job
+from worker.queue.lanes import ENQUEUE_BATCH, Queue
+from worker.store.keys import AccountKeys
 
 CAMPAIGN = "spring-2026"
 HEADER = "phoneNumber,campaignName,name\n"

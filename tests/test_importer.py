@@ -9,19 +9,19 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from worker.csv_cells import restore_cell
 from worker.errors import BadInput
-from worker.importer import (
+from worker.intake.csv_cells import restore_cell
+from worker.intake.importer import (
     ImportCounts,
     Rejected,
     RejectsWriter,
     import_jobs,
     open_source,
 )
-from worker.input_lines import EXCERPT_CHARS, MAX_ROW_CHARS
-from worker.jobs import Job, dedupe_digest
-from worker.keys import AccountKeys
-from worker.queue import Queue
+from worker.intake.lines import EXCERPT_CHARS, MAX_ROW_CHARS
+from worker.queue.jobs import Job, dedupe_digest
+from worker.queue.lanes import Queue
+from worker.store.keys import AccountKeys
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:

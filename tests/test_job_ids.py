@@ -14,11 +14,11 @@ from redis.asyncio import Redis
 
 from tests.conftest import TIME_SCALE, Simulator, make_settings
 from tests.test_pipeline import drain
-from worker.jobs import Job, dedupe_digest, make_job
-from worker.keys import AccountKeys
-from worker.pool import AccountExit
-from worker.producer import Producer, Receipt
-from worker.queue import Queue
+from worker.pool.workers import AccountExit
+from worker.queue.jobs import Job, dedupe_digest, make_job
+from worker.queue.lanes import Queue
+from worker.queue.producer import Producer, Receipt
+from worker.store.keys import AccountKeys
 
 CAMPAIGN = "opt_out"
 

@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 
 from bench.measures import max_in_window
 from tests.conftest import make_settings
-from worker.keys import AccountKeys
-from worker.limiter import MICROS, Limiter
+from worker.limiter.permits import MICROS, Limiter
+from worker.store.keys import AccountKeys
 
 # Never dialled: the limiter is handed its Redis client.
 UNUSED_REDIS_URL = "redis://127.0.0.1:9/0"

@@ -16,11 +16,9 @@ from typer.testing import CliRunner
 
 from tests.conftest import TIME_SCALE, Simulator, make_settings
 from worker.cli import app
-from worker.config import Secret
-from worker.config_sources import log_options
+from worker.config.settings import Secret
+from worker.config.sources import log_options
 from worker.errors import ConfigError
-from worker.jobs import make_job
-from worker.keys import AccountKeys
 from worker.logs import (
     WarningSampler,
     configure_logging,
@@ -29,8 +27,10 @@ from worker.logs import (
     redact,
     register_secret,
 )
-from worker.pool import run_pool
-from worker.queue import Queue
+from worker.pool.workers import run_pool
+from worker.queue.jobs import make_job
+from worker.queue.lanes import Queue
+from worker.store.keys import AccountKeys
 
 PHONES = [f"9845{i:06d}" for i in range(12)]
 API_KEY = "sk-live-7f3a9c1e55d04b2b"
@@ -159,9 +159,9 @@ def test_every_line_names_its_logger(tmp_path: Path) -> None:
     stream = tmp_path / "log"
     with stream.open("w") as out:
         configure_logging(level="info", json=True, stream=out)
-        get_logger("worker.pool").info("pool.started")
+        get_logger("worker.pool.workers").info("pool.started")
     (line,) = [json.loads(text) for text in stream.read_text().splitlines()]
-    assert (line["logger"], line["event"]) == ("worker.pool", "pool.started")
+    assert (line["logger"], line["event"]) == ("worker.pool.workers", "pool.started")
 
 
 def test_a_bad_log_format_is_a_usage_error_of_one_line() -> None:

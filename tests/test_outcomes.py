@@ -1,7 +1,7 @@
 """The classifier against the vendor's tables in ``ozonetel-api.md``, row by row.
 
 The expected rows are spelled here again, from the document, not imported
-from ``worker.outcomes``: a typo on either side fails this test.
+from ``worker.vendor.outcomes``: a typo on either side fails this test.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from worker import outcomes
-from worker.outcomes import Answer, Outcome, classify_delete, classify_token, parse_body
+from worker.vendor import outcomes
+from worker.vendor.outcomes import Answer, Outcome, classify_delete, classify_token, parse_body
 
 # (case, status, message, class, dead-letter reason) as in the document.
 DELETE_TABLE = [

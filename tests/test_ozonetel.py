@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import Simulator
-from worker.config import AccountSettings, Secret
-from worker.jobs import make_job
-from worker.outcomes import Outcome, classify_delete, classify_token
-from worker.ozonetel import OzonetelClient, TransportFailure, create_session
+from worker.config.settings import AccountSettings, Secret
+from worker.queue.jobs import make_job
 from worker.simulator import AccountSpec
+from worker.vendor.client import OzonetelClient, TransportFailure, create_session
+from worker.vendor.outcomes import Outcome, classify_delete, classify_token
 
 
 def _account(sim: Simulator, **changes: Any) -> AccountSettings:
@@ -86,7 +86,7 @@ async def test_a_hang_past_the_timeout_is_a_transport_failure(simulator_factory:
 
 
 async def test_an_unreachable_host_is_a_transport_failure_without_secrets() -> None:
-    from worker.embedded import free_port
+    from worker.store.embedded import free_port
 
     account = AccountSettings(
         base_url=f"http://127.0.0.1:{free_port()}", username="demo", api_key=Secret("k-9f8e7d")
@@ -103,7 +103,7 @@ async def test_an_unreachable_host_is_a_transport_failure_without_secrets() -> N
 async def test_a_request_past_its_send_by_is_never_written(simulator_factory: Any) -> None:
     import time
 
-    from worker.ozonetel import NotSent
+    from worker.vendor.client import NotSent
 
     sim: Simulator = await simulator_factory(
         campaigns={"c": {"9845000001"}}, accounts={"demo": AccountSpec("demo-key", "apikey")}

@@ -12,12 +12,12 @@ from typing import Any
 from redis.asyncio import Redis
 
 from tests.conftest import TIME_SCALE, Simulator, eventually, make_settings
-from worker.config import Settings
-from worker.jobs import Job, make_job
-from worker.keys import AccountKeys
-from worker.pool import AccountExit, run_pool
-from worker.queue import Queue
-from worker.results import dead_letter_view, result_view
+from worker.config.settings import Settings
+from worker.pool.workers import AccountExit, run_pool
+from worker.queue.jobs import Job, make_job
+from worker.queue.lanes import Queue
+from worker.results.records import dead_letter_view, result_view
+from worker.store.keys import AccountKeys
 
 CAMPAIGN = "spring_sale"
 DELETABLE = [f"98450{i:05d}" for i in range(100)]
@@ -156,7 +156,7 @@ async def test_a_credential_error_halts_the_account_and_keeps_its_backlog(
 async def test_a_wrong_key_in_apikey_mode_halts_after_one_request(
     redis: Redis, redis_url: str, key_prefix: str, simulator_factory: Any
 ) -> None:
-    from worker.config import Secret
+    from worker.config.settings import Secret
     from worker.simulator import AccountSpec
 
     sim: Simulator = await simulator_factory(

@@ -10,13 +10,13 @@ from typing import Any
 from redis.asyncio import Redis
 
 from tests.conftest import TIME_SCALE, Simulator, make_settings
-from worker.config import Settings
-from worker.jobs import make_job
-from worker.keys import AccountKeys
-from worker.limiter import Limiter
-from worker.pool import AccountExit, run_pool
-from worker.queue import Fetched, Queue, RetryShare
-from worker.settle import backoff_s
+from worker.config.settings import Settings
+from worker.limiter.permits import Limiter
+from worker.pool.settle import backoff_s
+from worker.pool.workers import AccountExit, run_pool
+from worker.queue.jobs import make_job
+from worker.queue.lanes import Fetched, Queue, RetryShare
+from worker.store.keys import AccountKeys
 
 PHONES = [f"98450{i:05d}" for i in range(30)]
 ANY_LATENESS_US = 3_600_000_000

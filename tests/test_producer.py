@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 
 from tests.conftest import TIME_SCALE, Simulator, make_settings
 from worker.errors import BadInput, ConfigError
-from worker.keys import AccountKeys
-from worker.pool import AccountExit, run_pool
-from worker.producer import JobStatus, Producer, Receipt
+from worker.pool.workers import AccountExit, run_pool
+from worker.queue.producer import JobStatus, Producer, Receipt
+from worker.store.keys import AccountKeys
 
 CAMPAIGN = "spring_sale"
 DELETABLE = ["9845000001", "9845000002", "9845000003"]

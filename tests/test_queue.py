@@ -8,13 +8,13 @@ import time
 from redis.asyncio import Redis
 
 from tests.conftest import make_settings
-from worker.config import DEFAULT_RESULT_TTL_S
-from worker.control import pause_account, resume_account
-from worker.jobs import make_job
-from worker.keys import CONSUMER_GROUP, AccountKeys
-from worker.limiter import Limiter, Permit
-from worker.queue import Empty, Fetched, Late, Paused, Queue, RetryShare
-from worker.results import Record, Recorder
+from worker.accounts.control import pause_account, resume_account
+from worker.config.settings import DEFAULT_RESULT_TTL_S
+from worker.limiter.permits import Limiter, Permit
+from worker.queue.jobs import make_job
+from worker.queue.lanes import Empty, Fetched, Late, Paused, Queue, RetryShare
+from worker.results.records import Record, Recorder
+from worker.store.keys import CONSUMER_GROUP, AccountKeys
 
 TOLERANCE_US = 10_000
 # For fetches that are not about lateness: a busy machine may take any time

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import TIME_SCALE, Simulator, eventually, make_settings
-from worker.connection import redis_client, restart_watch
-from worker.embedded import EmbeddedRedis
-from worker.jobs import make_job
-from worker.keys import AccountKeys
-from worker.pool import AccountExit, run_pool
-from worker.queue import Queue
+from worker.pool.workers import AccountExit, run_pool
+from worker.queue.jobs import make_job
+from worker.queue.lanes import Queue
 from worker.simulator import parse_latency
+from worker.store.connection import redis_client, restart_watch
+from worker.store.embedded import EmbeddedRedis
+from worker.store.keys import AccountKeys
 
 PHONES = [f"98450{i:05d}" for i in range(60)]
 
@@ -65,7 +65,7 @@ async def test_workers_ride_out_a_redis_restart_without_loss_or_burst(
 async def test_a_restart_that_lost_the_limiter_costs_a_cool_down_not_a_burst(
     tmp_path: Path, key_prefix: str
 ) -> None:
-    from worker.limiter import MICROS, Limiter
+    from worker.limiter.permits import MICROS, Limiter
 
     # No persistence: the restart loses every grant, as a crash could.
     server = EmbeddedRedis(tmp_path / "volatile", persist=False).start()

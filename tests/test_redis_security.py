@@ -37,7 +37,11 @@ from worker.cli.app import (
     EXIT_USAGE,
     app,
 )
-from worker.connection import (
+from worker.errors import RedisCredentialsRefused, RedisUnavailable
+from worker.logs import configure_logging, get_logger
+from worker.pool.workers import run_pool
+from worker.queue.producer import Producer
+from worker.store.connection import (
     REQUIRED_ACL_RULES,
     acl_setuser_line,
     connect,
@@ -45,12 +49,8 @@ from worker.connection import (
     redis_client,
     restart_watch,
 )
-from worker.embedded import EmbeddedRedis, free_port
-from worker.errors import RedisCredentialsRefused, RedisUnavailable
-from worker.keys import AccountKeys, accounts_key
-from worker.logs import configure_logging, get_logger
-from worker.pool import run_pool
-from worker.producer import Producer
+from worker.store.embedded import EmbeddedRedis, free_port
+from worker.store.keys import AccountKeys, accounts_key
 
 ADMIN_PASSWORD = "admin-secret-7Hq2"
 WORKER_USER = "ozp-worker"

@@ -8,12 +8,12 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.conftest import make_settings
+from worker.accounts.status import eta_seconds, server_time_ms, status_report, token_health
 from worker.errors import ConfigError
-from worker.jobs import make_job
-from worker.keys import CONSUMER_GROUP, AccountKeys, accounts_key
-from worker.limiter import Limiter
-from worker.queue import Queue
-from worker.status import eta_seconds, server_time_ms, status_report, token_health
+from worker.limiter.permits import Limiter
+from worker.queue.jobs import make_job
+from worker.queue.lanes import Queue
+from worker.store.keys import CONSUMER_GROUP, AccountKeys, accounts_key
 
 FAKE_TOKEN = "eyJ-fake-token-value-never-printed"
 

@@ -7,7 +7,7 @@ import jwt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.tokens import MAX_BELIEVED_LIFETIMES, expiry_ms
+from worker.tokens.store import MAX_BELIEVED_LIFETIMES, expiry_ms
 
 NOW_MS = 1_800_000_000_000
 TTL_S = 3600.0

@@ -19,12 +19,12 @@ from redis.asyncio import Redis
 
 from tests.conftest import TIME_SCALE, Simulator, make_settings
 from tests.test_pipeline import drain
-from worker.jobs import readable
-from worker.keys import CONSUMER_GROUP, LANES, AccountKeys
-from worker.pool import AccountExit
-from worker.results import MAX_RAW_CHARS, dead_letter_view, raw_fields, result_view
+from worker.pool.workers import AccountExit
+from worker.queue.jobs import readable
+from worker.results.records import MAX_RAW_CHARS, dead_letter_view, raw_fields, result_view
 from worker.simulator import SimulatorConfig
 from worker.simulator import start as start_simulator_server
+from worker.store.keys import CONSUMER_GROUP, LANES, AccountKeys
 
 CAMPAIGN = "spring_sale"
 PHONE = re.compile(r"\+?[0-9]{5,15}")

@@ -14,7 +14,7 @@
 
 Messages never contain the API key, a token or a Redis password: callers
 format them from non-secret facts only (a URL through
-:func:`worker.connection.redacted_url`).
+:func:`worker.store.connection.redacted_url`).
 
 Errors that redis-py raises are not wrapped: the CLI maps them to exit codes
 (see :mod:`worker.cli.app`).

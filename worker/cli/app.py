@@ -29,9 +29,8 @@ from rich.console import Console
 
 from worker import __version__
 from worker.cli.safe_text import visible
-from worker.config import Settings
-from worker.config_sources import load_settings, log_options
-from worker.connection import connect
+from worker.config.settings import Settings
+from worker.config.sources import load_settings, log_options
 from worker.errors import (
     AccountHalted,
     BadInput,
@@ -39,8 +38,9 @@ from worker.errors import (
     RedisUnavailable,
     TokenUnavailable,
 )
-from worker.keys import AccountKeys, Lane
 from worker.logs import configure_logging
+from worker.store.connection import connect
+from worker.store.keys import AccountKeys, Lane
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the operation failed for a reason printed (e.g. the token endpoint refused)

@@ -21,9 +21,9 @@ from worker.cli.app import (
 )
 from worker.cli.safe_text import safe_text
 from worker.cli.views import dead_letters_table
-from worker.config import Settings
-from worker.dead_letters import letters, purge, replay
-from worker.outcomes import DEAD_REASONS
+from worker.config.settings import Settings
+from worker.results.dead_letters import letters, purge, replay
+from worker.vendor.outcomes import DEAD_REASONS
 
 dlq_app = typer.Typer(
     help="Dead letters: jobs that failed for their own reasons (no_record, "

@@ -23,13 +23,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from worker.accounts.status import account_status
 from worker.cli.safe_text import safe_text, visible
 from worker.cli.views import duration
-from worker.config import Settings
-from worker.drain import DrainProgress, DrainSpec
+from worker.config.settings import Settings
+from worker.drain.batch import DrainProgress, DrainSpec
+from worker.drain.report import REPORT_OUTCOMES, Summary
 from worker.logs import configure_logging
-from worker.report import REPORT_OUTCOMES, Summary
-from worker.status import account_status
 
 REFRESH_S = 1.0
 

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from redis.asyncio import Redis
 
+from worker.accounts.control import AccountExit
 from worker.cli.app import (
     EXIT_FAILED,
     EXIT_HALTED,
@@ -28,15 +29,14 @@ from worker.cli.app import (
 )
 from worker.cli.drain_view import live_view, summary_footer, summary_table
 from worker.cli.safe_text import visible
-from worker.config import Settings
-from worker.connection import connect, redacted_url
-from worker.control import AccountExit
-from worker.drain import DrainProgress, DrainSpec, Phase, drain
-from worker.drain_rows import file_tag
-from worker.drain_state import private_redis
-from worker.embedded import EmbeddedRedis
+from worker.config.settings import Settings
+from worker.drain.batch import DrainProgress, DrainSpec, Phase, drain
+from worker.drain.rows import file_tag
+from worker.drain.state import private_redis
 from worker.errors import EmbeddedRedisError
-from worker.keys import AccountKeys
+from worker.store.connection import connect, redacted_url
+from worker.store.embedded import EmbeddedRedis
+from worker.store.keys import AccountKeys
 
 DEFAULT_STATE_DIR = Path(".ozp-state")
 REJECTS_NAME = "rejects.csv"

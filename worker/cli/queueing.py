@@ -23,9 +23,9 @@ from worker.cli.app import (
     print_json,
 )
 from worker.cli.safe_text import visible
-from worker.config import Settings
+from worker.config.settings import Settings
 from worker.errors import BadInput
-from worker.importer import (
+from worker.intake.importer import (
     ImportCounts,
     Rejected,
     RejectsWriter,
@@ -33,9 +33,9 @@ from worker.importer import (
     import_jobs,
     open_source,
 )
-from worker.jobs import Job, make_job
-from worker.keys import Lane
-from worker.queue import Queue
+from worker.queue.jobs import Job, make_job
+from worker.queue.lanes import Queue
+from worker.store.keys import Lane
 
 
 def enqueue(

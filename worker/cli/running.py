@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from worker import control
+from worker.accounts import control
+from worker.accounts.control import AccountExit
 from worker.cli.app import (
     EXIT_HALTED,
     EXIT_OK,
@@ -20,9 +21,8 @@ from worker.cli.app import (
     stop_on_signals,
 )
 from worker.cli.safe_text import visible
-from worker.config import DEFAULT_HTTP_BIND, Settings
-from worker.connection import redis_client, wait_until_reachable
-from worker.control import AccountExit
+from worker.config.settings import DEFAULT_HTTP_BIND, Settings
+from worker.store.connection import redis_client, wait_until_reachable
 
 
 def run(
@@ -64,8 +64,8 @@ def run(
         if concurrency is not None:
             settings = settings.with_overrides(concurrency=concurrency)
         # Imported here: loading aiohttp costs every other command a quarter second.
-        from worker.http_api import parse_bind, serve_http
-        from worker.pool import run_pool
+        from worker.http.api import parse_bind, serve_http
+        from worker.pool.workers import run_pool
 
         bind = parse_bind(http) if http is not None else None
         stopping = stop_on_signals()

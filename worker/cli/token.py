@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from worker.accounts.status import token_health
 from worker.cli.app import (
     EXIT_OK,
     AccountOption,
@@ -15,8 +16,7 @@ from worker.cli.app import (
     print_json,
 )
 from worker.cli.views import token_lines
-from worker.config import Settings
-from worker.status import token_health
+from worker.config.settings import Settings
 
 token_app = typer.Typer(
     help="The account's API token, shared by every worker through Redis. "
@@ -52,7 +52,7 @@ def token_refresh(account: AccountOption = None) -> None:
 
     async def work(settings: Settings) -> int:
         # Imported here: loading aiohttp costs every other command a quarter second.
-        from worker.token_refresh import force_refresh
+        from worker.tokens.refresh import force_refresh
 
         settings.account(account).require_credentials()
         async with connected(settings) as redis:

@@ -9,6 +9,7 @@ import typer
 from redis.asyncio import Redis
 from rich.live import Live
 
+from worker.accounts.status import status_report
 from worker.cli.app import (
     EXIT_OK,
     AccountOption,
@@ -24,10 +25,9 @@ from worker.cli.app import (
 )
 from worker.cli.safe_text import safe_text
 from worker.cli.views import result_line, results_table, status_table
-from worker.config import Settings
-from worker.results import result_view
-from worker.status import status_report
-from worker.stream_reads import Entry, entries_after, entries_from, last_id, latest
+from worker.config.settings import Settings
+from worker.results.records import result_view
+from worker.store.stream_reads import Entry, entries_after, entries_from, last_id, latest
 
 
 def _show(report: dict[str, Any], json_output: bool) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
-from worker.config import AccountSettings, Secret, Settings
+from worker.config.settings import AccountSettings, Secret, Settings
 from worker.simulator import SimulatorConfig, load_campaigns
 from worker.simulator.config import DEMO_API_KEY, DEMO_USER
 

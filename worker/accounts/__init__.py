@@ -1,0 +1,1 @@
+"""An account's switches (pause, resume, halt) and the read-only view of what it is doing."""

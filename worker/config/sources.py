@@ -1,0 +1,205 @@
+"""Reading the settings from the environment and an optional TOML file.
+
+A TOML file named by ``OZP_CONFIG`` may hold the global settings at its top
+level and any number of accounts under ``[accounts.NAME]``; environment
+variables override the file, and ``OZONETEL_API_KEY``/``OZONETEL_USERNAME``
+describe the account named by ``OZP_ACCOUNT`` (default ``default``). Every
+value is parsed strictly (:func:`_parse`) and the result validated by
+:meth:`worker.config.settings.Settings.validate`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from worker.config.settings import (
+    ACCOUNT_ENV,
+    ACCOUNT_FIELDS,
+    ALL_ACCOUNTS,
+    DEFAULT_ACCOUNT,
+    GLOBAL_ENV,
+    GLOBAL_FIELDS,
+    AccountSettings,
+    Parser,
+    Secret,
+    Settings,
+    shown_value,
+)
+from worker.errors import ConfigError
+
+# Plain decimal digits only: int() would also take "1_000" and Unicode digits,
+# and a few thousand digits would make it raise something else than ValueError.
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,18}")
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def _parse(name: str, parser: Parser, raw: Any) -> Any:
+    """``raw`` (text from the environment, or a TOML value) as ``parser``'s type.
+
+    TOML's own types are taken as they are, but never widened or narrowed: a
+    boolean is not a number, and 2.9 is not a whole number.
+    """
+    if parser is Secret:
+        return raw if isinstance(raw, Secret) else Secret(str(raw))
+    if parser is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in _BOOLEANS:
+            return _BOOLEANS[raw.strip().lower()]
+        raise ConfigError(f"{name}: expected true or false (1 or 0), got {shown_value(raw)}")
+    if parser is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and _WHOLE_NUMBER.fullmatch(raw.strip()):
+            return int(raw.strip())
+        raise ConfigError(f"{name}: expected a whole number, got {shown_value(raw)}")
+    if parser is float:
+        value: float | None = None
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            value = float(raw)
+        elif isinstance(raw, str):
+            try:
+                value = float(raw)
+            except ValueError:
+                value = None
+        if value is None or not math.isfinite(value):
+            raise ConfigError(f"{name}: expected a finite number, got {shown_value(raw)}")
+        return value
+    if not isinstance(raw, str):
+        raise ConfigError(f"{name}: expected text, got {shown_value(raw)}")
+    return raw
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with Path(path).open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"OZP_CONFIG: no such file: {shown_value(path)}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"OZP_CONFIG: {shown_value(path)} is not valid TOML: {exc}") from None
+    except (OSError, ValueError) as exc:  # a directory, no permission, a NUL in the name
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "bad path"
+        raise ConfigError(f"OZP_CONFIG: cannot read {shown_value(path)}: {reason}") from None
+
+
+def _account_from_table(name: str, table: Any) -> AccountSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"OZP_CONFIG: [accounts.{name}] must be a table")
+    unknown = set(table) - ACCOUNT_FIELDS
+    if unknown:
+        raise ConfigError(f"account {name!r}: unknown settings {sorted(unknown)}")
+    by_field = {f: p for f, p, _ in ACCOUNT_ENV.values()}
+    values = {
+        key: _parse(f"accounts.{name}.{key}", by_field[key], raw) for key, raw in table.items()
+    }
+    return AccountSettings(name=name, **values)
+
+
+Producers = tuple[dict[str, Secret], dict[str, tuple[str, ...]]]
+
+
+def _producers(table: Any, from_env: str) -> Producers:
+    """Producer keys and the accounts each may use.
+
+    TOML: ``[producers]`` with ``name = "key"``, or ``[producers.name]`` with
+    ``key = "..."`` and ``accounts = ["a", "b"]`` (or ``"*"``). Environment:
+    ``name:key`` or ``name@a+b:key`` pairs separated by commas; the key is
+    everything after the first colon.
+    """
+    if not isinstance(table, dict):
+        raise ConfigError("OZP_CONFIG: [producers] must be a table of name = key")
+    keys: dict[str, Secret] = {}
+    accounts: dict[str, tuple[str, ...]] = {}
+    for name, entry in table.items():
+        if isinstance(entry, dict):
+            if set(entry) - {"key", "accounts"} or not isinstance(entry.get("key"), str):
+                raise ConfigError(f'producer {name!r}: expected key = "..." and accounts')
+            listed = entry.get("accounts", ALL_ACCOUNTS)
+            listed = [listed] if isinstance(listed, str) else listed
+            if not isinstance(listed, list) or not all(isinstance(a, str) for a in listed):
+                raise ConfigError(f"producer {name!r}: accounts must be a list of names")
+            keys[name], accounts[name] = Secret(entry["key"]), tuple(listed)
+        elif isinstance(entry, str):
+            keys[name] = Secret(entry)
+        else:
+            raise ConfigError(f"producer {name!r}: the key must be text")
+    for pair in filter(None, (p.strip() for p in from_env.split(","))):
+        who, sep, key = pair.partition(":")
+        if not sep:
+            raise ConfigError("OZP_PRODUCER_KEYS: expected name:key pairs separated by commas")
+        name, at, listed_text = who.partition("@")
+        name = name.strip()
+        keys[name] = Secret(key.strip())
+        accounts.pop(name, None)
+        if at:
+            accounts[name] = tuple(filter(None, (a.strip() for a in listed_text.split("+"))))
+    return keys, accounts
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build and validate the settings; raise :class:`ConfigError` with one line."""
+    env = os.environ if environ is None else environ
+    document = _read_toml(env["OZP_CONFIG"]) if env.get("OZP_CONFIG") else {}
+
+    global_values: dict[str, Any] = {}
+    keys, producer_accounts = _producers(
+        document.get("producers", {}), env.get("OZP_PRODUCER_KEYS", "")
+    )
+    if keys:
+        global_values["producer_keys"] = keys
+        global_values["producer_accounts"] = producer_accounts
+    for key, raw in document.items():
+        if key in ("accounts", "producers"):
+            continue
+        if key not in GLOBAL_FIELDS:
+            raise ConfigError(f"OZP_CONFIG: unknown setting {key!r}")
+        parser = next((p for f, p, _ in GLOBAL_ENV.values() if f == key), str)
+        global_values[key] = _parse(key, parser, raw)
+    for var, (name, parser, _) in GLOBAL_ENV.items():
+        if env.get(var):
+            global_values[name] = _parse(var, parser, env[var])
+    if env.get("REDIS_URL"):
+        global_values["redis_url"] = env["REDIS_URL"]
+
+    tables = document.get("accounts", {})
+    if not isinstance(tables, dict):
+        raise ConfigError("OZP_CONFIG: [accounts] must be a table of [accounts.NAME]")
+    accounts = {name: _account_from_table(name, table) for name, table in tables.items()}
+    env_account = env.get("OZP_ACCOUNT") or DEFAULT_ACCOUNT
+    overrides = {
+        name: _parse(var, parser, env[var])
+        for var, (name, parser, _) in ACCOUNT_ENV.items()
+        if env.get(var)
+    }
+    if overrides or not accounts:
+        base = accounts.get(env_account, AccountSettings(name=env_account))
+        accounts[env_account] = replace(base, **overrides)
+
+    settings = Settings(accounts=accounts, **global_values)
+    settings.validate()
+    return settings
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "console")
+
+
+def log_options(environ: Mapping[str, str] | None = None) -> tuple[str | None, bool | None]:
+    """``OZP_LOG_LEVEL`` and ``OZP_LOG_FORMAT`` (json or console), each None when
+    unset; read before the other settings, since logging starts first."""
+    env = os.environ if environ is None else environ
+    level = env.get("OZP_LOG_LEVEL", "").strip().lower() or None
+    if level is not None and level not in LOG_LEVELS:
+        raise ConfigError(f"OZP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+    fmt = env.get("OZP_LOG_FORMAT", "").strip().lower() or None
+    if fmt is not None and fmt not in LOG_FORMATS:
+        raise ConfigError(f"OZP_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+    return level, None if fmt is None else fmt == "json"

@@ -1,0 +1,1 @@
+"""The HTTP API: producers' endpoints, operations endpoints, limits and request parsing."""

@@ -1,0 +1,1 @@
+"""The distributed sliding-window limiter: permits timed by the Redis server's clock."""

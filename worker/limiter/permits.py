@@ -1,0 +1,117 @@
+"""The distributed sliding-window limiter: one schedule of permits per account.
+
+A permit is a reservation: Redis answers with the slot at which the caller
+may send (timed by the Redis server's clock), and the caller sleeps until
+then. Nobody polls, so a hundred processes waiting for the same account
+cost Redis one call each per request, not a stampede.
+
+The safety margin is spent in three parts, each bounded: a permit is spent
+or refunded in ``queue/fetch.lua``, which checks that its slot has come and
+has not passed by more than a quarter of the margin (Redis's clock); the
+request must then start being written within another quarter (this host's
+monotonic clock, see ``vendor/client.py``), or it is not sent at all; the last
+half absorbs the network and the vendor's own delays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from worker.config.settings import AccountSettings
+from worker.store.connection import restart_watch
+from worker.store.keys import AccountKeys
+from worker.store.lua import register, script_source
+
+MICROS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Permit:
+    id: str
+    slot_us: int
+    # Server time when the slot was granted, and our monotonic clock when the
+    # answer arrived: the sleep is measured locally, so hosts' wall clocks
+    # (which may disagree by minutes) never matter.
+    granted_at_us: int
+    received_mono: float
+
+    def seconds_until_slot(self) -> float:
+        elapsed = time.monotonic() - self.received_mono
+        return (self.slot_us - self.granted_at_us) / MICROS - elapsed
+
+
+class Limiter:
+    def __init__(self, redis: Redis, keys: AccountKeys, account: AccountSettings) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._margin_us = round(account.rate_margin_s * MICROS)
+        self._caps: list[int] = []
+        for cap in account.rate_caps:
+            self._caps += [cap.limit, round(cap.window_s * MICROS)]
+        self._window_s = account.rate_window_s
+        self._acquire = register(redis, "limiter/acquire")
+        self._cool_down = register(redis, "limiter/cool_down")
+        self._ids = itertools.count()
+        self._tag = secrets.token_hex(4)
+        watch = restart_watch(redis)
+        if watch is not None:
+            # A restarted Redis may have lost the last second of grants: hold
+            # everything back for a window rather than risk granting them twice.
+            watch.on_restart(
+                f"cool-down {keys.cooldown}",
+                "EVAL",
+                script_source("limiter/cool_down"),
+                1,
+                keys.cooldown,
+                round(account.rate_window_s * MICROS),
+            )
+
+    @property
+    def lateness_tolerance_us(self) -> int:
+        """How late, after its slot, a permit may still be traded for a job."""
+        return self._margin_us // 4
+
+    @property
+    def send_budget_s(self) -> float:
+        """How long after that trade the request may start being written."""
+        return self._margin_us / 4 / MICROS
+
+    async def acquire(self) -> Permit:
+        """Reserve the next slot of the account's allowance."""
+        permit_id = f"{self._tag}:{next(self._ids)}"
+        slot, now = await self._acquire(
+            keys=[self._keys.limiter, self._keys.cooldown],
+            args=[permit_id, self._margin_us, *self._caps],
+        )
+        return Permit(permit_id, int(slot), int(now), time.monotonic())
+
+    async def wait_for(self, permit: Permit) -> None:
+        delay = permit.seconds_until_slot()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def refund(self, permit: Permit) -> None:
+        """Give back a permit that sent nothing, so another request can use it."""
+        await self._redis.zrem(self._keys.limiter, permit.id)
+
+    async def cool_down(self, seconds: float | None = None) -> float:
+        """Grant nothing for ``seconds`` (default: one window); return the server end, s."""
+        duration = self._window_s if seconds is None else seconds
+        until_us = await self._cool_down(
+            keys=[self._keys.cooldown], args=[round(duration * MICROS)]
+        )
+        return int(until_us) / MICROS
+
+    async def granted_between(self, since_s: float, until_s: float) -> int:
+        """Permits whose slots fall in [since, until] (server epoch seconds)."""
+        return int(
+            await self._redis.zcount(
+                self._keys.limiter, round(since_s * MICROS), round(until_s * MICROS)
+            )
+        )

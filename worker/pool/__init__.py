@@ -1,0 +1,1 @@
+"""The worker pool: one dispatcher per account, and settling each answer."""

@@ -1,0 +1,1 @@
+"""The central bearer-token store and its single-flight refresh."""
