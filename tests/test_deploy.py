@@ -24,7 +24,7 @@ import pytest
 import worker.config.settings
 import worker.config.sources
 from worker.config.settings import DEFAULT_ACCOUNT, DEFAULT_KEY_PREFIX, DEFAULT_REQUEST_TIMEOUT_S
-from worker.store.keys import CONSUMER_GROUP, AccountKeys
+from worker.store.keys import LANES, AccountKeys
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -456,25 +456,28 @@ def test_deployment_leaves_the_endpoints_before_sigterm() -> None:
     assert pod["terminationGracePeriodSeconds"] > wait + DEFAULT_REQUEST_TIMEOUT_S
 
 
-def test_keda_scales_on_the_products_bulk_stream_and_group() -> None:
+def test_keda_scales_on_the_length_of_each_of_the_products_lanes() -> None:
     manifests = _manifests()
     scaled = manifests["ScaledObject"]
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     assert scaled["spec"]["scaleTargetRef"]["name"] == manifests["Deployment"]["metadata"]["name"]
     assert scaled["spec"]["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
     assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "redis-streams"
-    metadata = trigger["metadata"]
-    # KEDA takes trigger metadata as strings only; an unquoted number is rejected.
-    assert all(isinstance(value, str) for value in metadata.values()), metadata
     config = manifests["ConfigMap"]["data"]
     keys = AccountKeys(
         config.get("OZP_KEY_PREFIX", DEFAULT_KEY_PREFIX), config.get("OZP_ACCOUNT", DEFAULT_ACCOUNT)
     )
-    assert metadata["stream"] == keys.bulk == AccountKeys("ozp", "default").bulk
-    assert metadata["consumerGroup"] == CONSUMER_GROUP
-    assert int(metadata["lagCount"]) > 0 and int(metadata["activationLagCount"]) >= 0
-    for setting in ("addressFromEnv", "passwordFromEnv"):
-        if setting in metadata:
-            assert metadata[setting] in _container_env(), f"{setting}: not set on the worker"
+    streams = []
+    for trigger in scaled["spec"]["triggers"]:
+        assert trigger["type"] == "redis-streams"
+        metadata = trigger["metadata"]
+        # KEDA takes trigger metadata as strings only; an unquoted number is rejected.
+        assert all(isinstance(value, str) for value in metadata.values()), metadata
+        streams.append(metadata["stream"])
+        # XLEN mode (see test_keda): a consumerGroup would switch KEDA to XPENDING or lag.
+        assert "consumerGroup" not in metadata and int(metadata["streamLength"]) > 0
+        for setting in ("addressFromEnv", "passwordFromEnv"):
+            if setting in metadata:
+                assert metadata[setting] in _container_env(), f"{setting}: not set on the worker"
+    assert sorted(streams) == sorted(keys.lane(lane) for lane in LANES)
+    assert keys.bulk == AccountKeys("ozp", "default").bulk
