@@ -22,13 +22,11 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from tests.conftest import TIME_SCALE, Simulator, make_settings
-from worker.accounts.control import pause_account
 from worker.config.settings import AccountSettings, Secret, Settings
 from worker.errors import BadInput
 from worker.http.api import create_http_app, parse_bind, serve_http
 from worker.http.limits import TokenBucket
 from worker.pool.workers import run_pool
-from worker.queue.producer import Producer
 from worker.store.connection import redis_client
 from worker.store.keys import AccountKeys
 
@@ -270,61 +268,13 @@ async def test_ops_endpoints_answer_without_a_key_and_readiness_follows_redis(
         not_ready = await stranded.get("/readyz")
         assert not_ready.status == 503 and (await not_ready.json())["ok"] is False
         job = {"campaign": "c", "phone": "98450123"}
-        posted = stranded.post("/v1/deletions", json=job, headers=CRM)
-        for lost in await asyncio.gather(stranded.get("/metrics"), posted):
-            assert lost.status == 503 and "Redis" in (await lost.json())["error"]
+        lost = await stranded.post("/v1/deletions", json=job, headers=CRM)
+        assert lost.status == 503 and "Redis" in (await lost.json())["error"]
+        # A worker's /metrics is its own process's series: no Redis needed.
+        own = await stranded.get("/metrics")
+        assert own.status == 200 and "ozp_requests_total" in await own.text()
     missing = await api.get("/nowhere")
     assert missing.status == 404 and (await missing.json())["error"] == "Not Found"
-
-
-EXPECTED_METRICS = """\
-ozp_queue_jobs{account="default",lane="urgent"} 1
-ozp_queue_jobs{account="default",lane="retry"} 1
-ozp_queue_jobs{account="default",lane="bulk"} 2
-ozp_in_flight_jobs{account="default"} 0
-ozp_delayed_jobs{account="default"} 1
-ozp_outcomes_total{account="default",outcome="deleted"} 2
-ozp_outcomes_total{account="default",outcome="already_deleted"} 0
-ozp_outcomes_total{account="default",outcome="dead"} 1
-ozp_account_halted{account="default"} 0
-ozp_account_paused{account="default"} 1
-ozp_token_generations_last_hour{account="default"} 1
-# TYPE ozp_outcomes_total counter
-"""
-
-
-async def test_metrics_count_what_redis_holds(
-    make_client: MakeClient, redis: Redis, redis_url: str, key_prefix: str, simulator_factory: Any
-) -> None:
-    sim: Simulator = await simulator_factory(**SIMULATED)
-    settings = make_settings(redis_url, key_prefix, base_url=sim.url)
-    client = await make_client(settings)
-    keys = AccountKeys(key_prefix, "default")
-    first = [{"campaign": CAMPAIGN, "phone": p} for p in [*DELETABLE[:2], "7000000001"]]
-    producer = Producer(redis, key_prefix=key_prefix)
-    await producer.enqueue_many(first)
-    await asyncio.wait_for(run_pool(settings, redis, asyncio.Event(), until_empty=True), 60)
-    await producer.enqueue_many([(CAMPAIGN, "9845000011"), (CAMPAIGN, "9845000012")])
-    await producer.enqueue(CAMPAIGN, "9845000013", urgent=True)
-    # A due retry on its lane, and one still waiting for its time.
-    await redis.xadd(keys.retry, {"v": "1", "id": "r-1", "campaign": CAMPAIGN, "phone": "1234567"})
-    await redis.zadd(keys.delayed, {'{"job": "r-2", "fields": {}}': 9_999_999_999_999})
-    await pause_account(redis, keys, "maintenance")
-
-    response = await client.get("/metrics")
-    text = await response.text()
-
-    assert response.status == 200
-    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    assert text.endswith("\n")
-    assert set(EXPECTED_METRICS.splitlines()) - set(text.splitlines()) == set()
-    # Not a subset: every sample of the queue families is the expected one.
-    queue_families = ("ozp_queue_jobs{", "ozp_in_flight_jobs{", "ozp_delayed_jobs{")
-    samples = sorted(line for line in text.splitlines() if line.startswith(queue_families))
-    expected = sorted(
-        line for line in EXPECTED_METRICS.splitlines() if line.startswith(queue_families)
-    )
-    assert samples == expected
 
 
 async def test_the_openapi_document_is_valid_and_covers_every_route(api: Client) -> None:

@@ -39,6 +39,7 @@ app.add_typer(dlq.dlq_app, name="dlq")
 app.add_typer(token.token_app, name="token")
 app.command()(running.pause)
 app.command()(running.resume)
+app.command()(running.exporter)
 app.command()(simulate.simulate)
 app.command()(draining.demo)
 

@@ -133,3 +133,39 @@ def resume(account: AccountOption = None) -> None:
         return EXIT_OK
 
     execute(work)
+
+
+DEFAULT_EXPORTER_BIND = "9108"
+
+
+def exporter(
+    http: Annotated[
+        str,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Where to serve /metrics, /healthz and /readyz, e.g. 0.0.0.0:9108; "
+            "a bare port listens on loopback only.",
+        ),
+    ] = DEFAULT_EXPORTER_BIND,
+) -> None:
+    """Serve the account-wide metrics read from Redis: backlog, dead letters, token, workers.
+
+    Run exactly one per Redis (the workers serve only their own series, so
+    sums across every target stay true). While Redis cannot be read, /metrics
+    still answers, with ozp_redis_up 0, and /readyz answers 503.
+    """
+
+    async def work(settings: Settings) -> int:
+        from worker.http.api import parse_bind, serve_http
+        from worker.metrics.exporter import create_exporter_app
+
+        host, port = parse_bind(http)
+        stopping = stop_on_signals()
+        redis = redis_client(settings.redis_url_or_default)
+        try:
+            await serve_http(settings, redis, host, port, stopping, create_exporter_app)
+        finally:
+            await redis.aclose()
+        return EXIT_OK
+
+    execute(work)

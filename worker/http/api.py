@@ -64,6 +64,7 @@ from worker.http.requests import (
     refuse_declared_size,
 )
 from worker.logs import WarningSampler, get_logger, register_secret
+from worker.metrics.process import exposition
 from worker.queue.producer import Producer, Receipt
 
 log = get_logger(__name__)
@@ -259,8 +260,13 @@ def create_http_app(settings: Settings, redis: Redis) -> web.Application:
     app.router.add_post("/v1/deletions", post_deletions)
     app.router.add_get("/v1/deletions/{id}", get_deletion)
     app.router.add_get("/openapi.json", get_openapi)
-    add_ops_routes(app, settings)
+    add_ops_routes(app, settings, own_metrics)
     return app
+
+
+async def own_metrics() -> bytes:
+    """A worker's /metrics: this process's series only (see worker.metrics)."""
+    return exposition()
 
 
 def parse_bind(text: str) -> tuple[str, int]:
@@ -279,8 +285,16 @@ def parse_bind(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+AppFactory = Callable[[Settings, Redis], web.Application]
+
+
 async def serve_http(
-    settings: Settings, redis: Redis, host: str, port: int, stopping: asyncio.Event
+    settings: Settings,
+    redis: Redis,
+    host: str,
+    port: int,
+    stopping: asyncio.Event,
+    make_app: AppFactory | None = None,
 ) -> None:
     """Serve on ``host:port`` until ``stopping`` is set, then let requests in
     flight finish (for up to SHUTDOWN_GRACE_S) and close the listener.
@@ -288,7 +302,7 @@ async def serve_http(
     Raises :class:`BadInput` at once when it cannot listen there (the port is
     taken, the address is not this host's).
     """
-    async with listening(settings, redis, host, port):
+    async with listening(settings, redis, host, port, make_app):
         await stopping.wait()
 
 
@@ -302,12 +316,15 @@ class Listening:
 
 @contextlib.asynccontextmanager
 async def listening(
-    settings: Settings, redis: Redis, host: str, port: int
+    settings: Settings, redis: Redis, host: str, port: int, make_app: AppFactory | None = None
 ) -> AsyncIterator[Listening]:
-    """The server, listening on ``host:port`` while the block runs."""
-    if not settings.producer_keys:
-        log.warning("http.no_producer_keys", effect="POST /v1/deletions answers 401")
-    app = create_http_app(settings, redis)
+    """The server, listening on ``host:port`` while the block runs: the
+    worker's (``create_http_app``) unless ``make_app`` says otherwise."""
+    if make_app is None:
+        if not settings.producer_keys:
+            log.warning("http.no_producer_keys", effect="POST /v1/deletions answers 401")
+        make_app = create_http_app
+    app = make_app(settings, redis)
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
     server = runner.server

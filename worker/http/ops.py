@@ -10,9 +10,9 @@ told otherwise (``run --http``).
 Refused keys are logged one line per period with the count held back, so a
 client retrying a wrong key cannot flood the log.
 
-Metrics are read from Redis at scrape time, so every replica reports the
-same, cluster-wide numbers: scrape one replica (or take ``max`` across
-them), do not sum them.
+``/metrics`` on a worker is that process's own series (``worker.metrics.process``),
+safe to sum across replicas; on the ``exporter`` it is the account-wide
+series read from Redis (``worker.metrics.accounts``), served once.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -27,8 +28,6 @@ from redis.exceptions import RedisError
 
 from worker.config.settings import Settings
 from worker.logs import WarningSampler, get_logger
-from worker.queue.lanes import Queue
-from worker.store.keys import LANES, AccountKeys, accounts_key
 
 log = get_logger(__name__)
 
@@ -36,6 +35,9 @@ SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
 OPS_KEY_DIGEST = web.AppKey("ops_key_digest", bytes)
 UNAUTHORIZED_LOG = web.AppKey("unauthorized_log", WarningSampler)
+# What /metrics answers: a worker's own series, or the exporter's account-wide ones.
+MetricsSource = Callable[[], Awaitable[bytes]]
+METRICS: web.AppKey[MetricsSource] = web.AppKey("metrics")
 
 # At most one http.unauthorized line per this many seconds, per server.
 UNAUTHORIZED_LOG_PERIOD_S = 10.0
@@ -43,24 +45,8 @@ UNAUTHORIZED_LOG_PERIOD_S = 10.0
 # A readiness probe must answer within the orchestrator's probe timeout
 # (1 s by default on Kubernetes), whatever the client's own retries would do.
 READY_TIMEOUT_S = 0.8
-TOKEN_GENERATIONS_PERIOD_MS = 3_600_000
-OUTCOMES = ("deleted", "already_deleted", "dead")
+# The text format prometheus_client writes, as every Prometheus 2 reads it.
 EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-# name -> (type, help): the metric families, in the order they are exposed.
-FAMILIES: dict[str, tuple[str, str]] = {
-    "ozp_queue_jobs": ("gauge", "Jobs waiting in a lane, not yet fetched by a worker."),
-    "ozp_in_flight_jobs": ("gauge", "Jobs fetched by a worker and not yet settled."),
-    "ozp_delayed_jobs": ("gauge", "Retries waiting for their time, not yet on the retry lane."),
-    "ozp_outcomes_total": ("counter", "Jobs finished, by terminal outcome."),
-    "ozp_account_halted": ("gauge", "1 while the account is halted by a credential error."),
-    "ozp_account_paused": ("gauge", "1 while an operator has paused the account."),
-    "ozp_token_generations_last_hour": (
-        "gauge",
-        "Tokens generated in the last hour (the vendor allows 10).",
-    ),
-}
-Sample = tuple[dict[str, str], int]
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -115,59 +101,13 @@ def require_ops_key(request: web.Request) -> None:
 
 async def metrics(request: web.Request) -> web.Response:
     require_ops_key(request)
-    text = await metrics_text(request.app[REDIS], request.app[SETTINGS])
-    return web.Response(body=text.encode(), headers={"Content-Type": EXPOSITION_TYPE})
+    body = await request.app[METRICS]()
+    return web.Response(body=body, headers={"Content-Type": EXPOSITION_TYPE})
 
 
-async def metrics_text(redis: Redis, settings: Settings) -> str:
-    """Every account's gauges and counters in the Prometheus text format."""
-    seen = await redis.smembers(accounts_key(settings.key_prefix))
-    # Configured accounts, then those only Redis knows (queued by another host).
-    names = [*settings.accounts, *sorted(str(n) for n in seen if n not in settings.accounts)]
-    seconds, micros = await redis.time()
-    # The token store stamps generations with the server's clock: count by it too.
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
-    samples: dict[str, list[Sample]] = {name: [] for name in FAMILIES}
-    for name in names:
-        keys = AccountKeys(settings.key_prefix, name)
-        counts = await Queue(redis, keys).counts()
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.stats, list(OUTCOMES))
-            pipe.exists(keys.halted)
-            pipe.exists(keys.paused)
-            pipe.zcount(keys.token_generations, now_ms - TOKEN_GENERATIONS_PERIOD_MS, now_ms)
-            outcomes, halted, paused, generations = await pipe.execute()
-        account = {"account": name}
-        waiting = {"urgent": counts.urgent, "retry": counts.retry, "bulk": counts.bulk}
-        for lane in LANES:
-            samples["ozp_queue_jobs"].append(({**account, "lane": lane}, waiting[lane]))
-        samples["ozp_in_flight_jobs"].append((account, counts.in_flight))
-        samples["ozp_delayed_jobs"].append((account, counts.scheduled))
-        for outcome, value in zip(OUTCOMES, outcomes, strict=True):
-            samples["ozp_outcomes_total"].append(({**account, "outcome": outcome}, int(value or 0)))
-        samples["ozp_account_halted"].append((account, int(bool(halted))))
-        samples["ozp_account_paused"].append((account, int(bool(paused))))
-        samples["ozp_token_generations_last_hour"].append((account, int(generations)))
-    return exposition(samples)
-
-
-def exposition(samples: dict[str, list[Sample]]) -> str:
-    lines: list[str] = []
-    for family, (kind, help_text) in FAMILIES.items():
-        lines += [f"# HELP {family} {help_text}", f"# TYPE {family} {kind}"]
-        for labels, value in samples.get(family, []):
-            rendered = ",".join(f'{key}="{_label_value(text)}"' for key, text in labels.items())
-            lines.append(f"{family}{{{rendered}}} {value}")
-    return "\n".join(lines) + "\n"
-
-
-def _label_value(text: str) -> str:
-    # The three escapes the text format defines; account names read from
-    # Redis were written by other hosts and are not trusted to be tidy.
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def add_ops_routes(app: web.Application, settings: Settings) -> None:
+def add_ops_routes(app: web.Application, settings: Settings, metrics_source: MetricsSource) -> None:
+    """/healthz, /readyz, and /metrics answered by ``metrics_source``."""
+    app[METRICS] = metrics_source
     ops_key = settings.ops_key.reveal()
     app[OPS_KEY_DIGEST] = key_digest(ops_key) if ops_key else b""
     app[UNAUTHORIZED_LOG] = WarningSampler(UNAUTHORIZED_LOG_PERIOD_S)

@@ -27,6 +27,7 @@ from worker.config.settings import Settings
 from worker.errors import AccountHalted, TokenUnavailable
 from worker.limiter.permits import Limiter, Permit
 from worker.logs import get_logger
+from worker.metrics import process as metrics
 from worker.queue.jobs import Job, readable
 from worker.queue.lanes import Delivery, Queue
 from worker.results.records import Record, Recorder
@@ -131,6 +132,10 @@ class Settler:
 
     async def finish(self, held: Held, record: Record) -> None:
         recorded = await self.durably(lambda: self._recorder.record(held.delivery, record))
+        if recorded:
+            # Only the write that made the record counts: summed over every
+            # process, each job is counted once however often it was delivered.
+            metrics.OUTCOMES.labels(self._keys.account, record.outcome, record.reason or "").inc()
         fields = held.delivery.fields
         # Off the wire, these may be anything: bounded and readable in the log.
         self._log.info(
@@ -156,12 +161,16 @@ class Settler:
         delay = 0.05
         while True:
             try:
-                return await write()
+                written = await write()
             except (RedisAuthenticationError, RedisAuthorizationError):
                 raise  # refused credentials do not come back by waiting
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 if time.monotonic() + delay > deadline:
                     raise
+                metrics.RedisLink.failed()
                 self._log.warning("redis.write_retry", error=exc, retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            else:
+                metrics.RedisLink.answered()
+                return written

@@ -16,6 +16,7 @@ the request timeout); a job still held after that is left for reclaim.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -34,13 +35,29 @@ from worker.errors import AccountHalted, TokenUnavailable
 from worker.events import wait_event
 from worker.limiter.permits import Limiter, Permit
 from worker.logs import get_logger, register_secret
+from worker.metrics import process as metrics
+from worker.metrics.catalog import (
+    ANSWER_DROPPED,
+    ANSWER_TIMEOUT,
+    ANSWER_TRANSPORT,
+    PERMIT_LATE,
+    PERMIT_REFUNDED,
+    PERMIT_USED,
+)
+from worker.pool.heartbeat import Heartbeat
 from worker.pool.settle import Held, Settler
 from worker.queue.jobs import Job, invalid_reason, unsendable_reason
 from worker.queue.lanes import Early, Empty, Fetched, Late, Paused, Queue, RetryShare
 from worker.results.records import Record, Recorder
 from worker.store.keys import AccountKeys
 from worker.tokens.store import TokenManager
-from worker.vendor.client import NotSent, OzonetelClient, TransportFailure, create_session
+from worker.vendor.client import (
+    NotSent,
+    OzonetelClient,
+    TransportFailure,
+    TransportTimeout,
+    create_session,
+)
 from worker.vendor.outcomes import (
     INVALID_JOB,
     MALFORMED,
@@ -104,6 +121,13 @@ class AccountWorker:
         self._sending: set[asyncio.Task[None]] = set()
         self._log = log.bind(account=account.name)
         register_secret(account.api_key.reveal())
+        metrics.prepare_account(account.name)
+        self._permits = {
+            result: metrics.PERMITS.labels(account.name, result)
+            for result in (PERMIT_USED, PERMIT_REFUNDED, PERMIT_LATE)
+        }
+        self._permit_wait = metrics.PERMIT_WAIT_SECONDS.labels(account.name)
+        self._request_seconds = metrics.REQUEST_SECONDS.labels(account.name)
 
     async def run(self, until_empty: bool = False) -> AccountExit:
         await self.queue.ensure_groups()
@@ -135,9 +159,13 @@ class AccountWorker:
             handed_over = False
             try:
                 token = await self.tokens.current() if self.tokens else None
-                permit, fetched = await self._fetch_on(await self.limiter.acquire())
+                asked_mono = time.monotonic()
+                permit, fetched = await self._fetch_on(await self.limiter.acquire(), asked_mono)
+                metrics.RedisLink.answered()
                 if fetched is None:
                     break
+                if isinstance(fetched, Paused | Empty):
+                    self._permits[PERMIT_REFUNDED].inc()  # by queue/fetch.lua
                 if isinstance(fetched, Paused):
                     if fetched.reason != paused_reason:
                         self._log.warning("account.paused", reason=fetched.reason)
@@ -177,6 +205,7 @@ class AccountWorker:
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 # Redis is restarting or unreachable: wait, then carry on.
                 # Nothing is lost: a held job stays in its lane's pending list.
+                metrics.RedisLink.failed()
                 self._log.warning("redis.unavailable", error=exc, retry_in_s=outage_wait)
                 await self._sleep(outage_wait)
                 outage_wait = min(outage_wait * 2, REDIS_OUTAGE_WAIT_MAX_S)
@@ -188,7 +217,9 @@ class AccountWorker:
     async def _drained(self) -> bool:
         return (await self.queue.counts()).outstanding == 0
 
-    async def _fetch_on(self, permit: Permit) -> tuple[Permit, Fetched | Paused | Empty | None]:
+    async def _fetch_on(
+        self, permit: Permit, asked_mono: float
+    ) -> tuple[Permit, Fetched | Paused | Empty | None]:
         """Sleep until the permit's slot, then trade it for a job; None if stopping.
 
         Returns the permit the job was fetched on: after a late one, that is
@@ -196,7 +227,7 @@ class AccountWorker:
         """
         while True:
             if not await self._sleep(permit.seconds_until_slot()):
-                await self.limiter.refund(permit)
+                await self._refund(permit)
                 return permit, None
             result = await self.queue.fetch(
                 permit, self._consumer, self.limiter.lateness_tolerance_us, self._retry_share
@@ -208,9 +239,16 @@ class AccountWorker:
             if isinstance(result, Late):
                 # Too late to use safely (a stalled loop?): refunded, take a new one.
                 self._log.info("permit.late")
+                self._permits[PERMIT_LATE].inc()  # refunded by queue/fetch.lua
                 permit = await self.limiter.acquire()
                 continue
+            # From asking to the slot the job was fetched on, late ones included.
+            self._permit_wait.observe(time.monotonic() - asked_mono)
             return permit, result
+
+    async def _refund(self, permit: Permit) -> None:
+        await self.limiter.refund(permit)
+        self._permits[PERMIT_REFUNDED].inc()
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless asked to stop; False if stopping."""
@@ -253,7 +291,7 @@ class AccountWorker:
         delivery = held.delivery
         job = delivery.job
         if job is None:
-            await self.limiter.refund(held.permit)
+            await self._refund(held.permit)
             await self._settler.finish(held, Record("dead", delivery.malformed or "", 0, MALFORMED))
             return
         refusal = unsendable_reason(job)
@@ -261,7 +299,7 @@ class AccountWorker:
             refusal = RETRIES_EXHAUSTED
         if refusal is not None:
             # Dead before it costs the vendor anything: the permit goes back.
-            await self.limiter.refund(held.permit)
+            await self._refund(held.permit)
             why = invalid_reason(job) if refusal == INVALID_JOB else None
             message = "not sent: " + (why or refusal.replace("_", " "))
             await self._settler.finish(held, Record("dead", message, job.attempts, refusal))
@@ -273,34 +311,44 @@ class AccountWorker:
             await self._put_back(held, job, "token.expired_before_send")
             return
         token = held.token.value if held.token else None
+        started = time.monotonic()
         try:
             answer = await self._client.delete_record(
                 job, token, send_by=held.fetched_mono + self.limiter.send_budget_s
             )
             verdict = classify_delete(answer)
+            answered_as = metrics.answer_class(answer, verdict)
         except TransportFailure as exc:
             verdict = transport_failure(str(exc))
+            answered_as = ANSWER_TIMEOUT if isinstance(exc, TransportTimeout) else ANSWER_TRANSPORT
         except NotSent:
+            metrics.REQUESTS.labels(self.keys.account, ANSWER_DROPPED).inc()
             await self._put_back(held, job, "permit.expired_before_send")
             return
+        self._request_seconds.observe(time.monotonic() - started)
+        self._permits[PERMIT_USED].inc()
+        metrics.REQUESTS.labels(self.keys.account, answered_as).inc()
         await self._settler.settle(held, job, verdict)
 
     async def _put_back(self, held: Held, job: Job, why: str) -> None:
         """Nothing left this process: the permit goes back, the job waits for
         another, and no attempt is counted."""
         self._log.info(why, job_id=job.id)
-        await self.limiter.refund(held.permit)
+        await self._refund(held.permit)
         await self._settler.retry(held, job, delay_s=0.0, counted=False)
 
     async def _reclaim_until(self, over: asyncio.Event) -> None:
         interval = max(self._settings.visibility_timeout_s / 4, 0.5)
+        heartbeat = Heartbeat(self._redis, self.keys, self._consumer, interval)
         while not over.is_set():
             try:
+                await heartbeat.beat()
                 moved = await self.queue.reclaim(
                     self._consumer, self._settings.visibility_timeout_s
                 )
                 if moved:
                     self._log.warning("jobs.reclaimed", count=moved)
+                    metrics.RECLAIMED.labels(self.keys.account).inc(moved)
                 await self.queue.forget_idle_consumers(
                     max(
                         CONSUMER_FORGET_VISIBILITIES * self._settings.visibility_timeout_s,
@@ -310,6 +358,9 @@ class AccountWorker:
             except Exception as exc:  # noqa: BLE001 - a failed sweep is retried next interval
                 self._log.warning("jobs.reclaim_failed", error=exc)
             await wait_event(over, interval)
+        with contextlib.suppress(Exception):
+            # Best effort: a worker that cannot say goodbye expires instead.
+            await heartbeat.stop()
 
 
 async def run_pool(

@@ -26,7 +26,7 @@ from worker.store.lua import register
 from worker.store.stream_reads import entries_from
 from worker.vendor.outcomes import MALFORMED
 
-PAGE = 200  # letters deleted per XDEL
+PAGE = 200  # letters deleted per call of results/purge.lua
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,9 @@ async def replay(
             args += [name, value]
         # Replays share the retry lane, and with it the retries' capped share
         # of the allowance: a mass replay cannot starve fresh work.
-        verdict = await script(keys=[keys.retry, keys.dlq, keys.pending], args=args)
+        verdict = await script(
+            keys=[keys.retry, keys.dlq, keys.pending, keys.dlq_reasons], args=args
+        )
         match verdict[0]:
             case "queued":
                 counts.replayed += 1
@@ -118,14 +120,15 @@ async def purge(redis: Redis, keys: AccountKeys, reason: str | None = None) -> i
     Entries are deleted by id, never the whole stream: a letter written by a
     worker while this runs is not lost with the rest.
     """
+    script = register(redis, "results/purge")
     deleted = 0
     # Deleting behind the reader is safe: pages start after the last id read.
     batch: list[str] = []
     async for letter in letters(redis, keys, reason):
         batch.append(letter.entry_id)
         if len(batch) >= PAGE:
-            deleted += int(await redis.xdel(keys.dlq, *batch))
+            deleted += int(await script(keys=[keys.dlq, keys.dlq_reasons], args=batch))
             batch = []
     if batch:
-        deleted += int(await redis.xdel(keys.dlq, *batch))
+        deleted += int(await script(keys=[keys.dlq, keys.dlq_reasons], args=batch))
     return deleted

@@ -6,6 +6,7 @@
 -- KEYS[3]  dead-letter stream    KEYS[4]  status hash of the id the entry names
 -- KEYS[5]  counters hash         KEYS[6]  de-duplication set
 -- KEYS[7]  status hash of the entry's own id (lane@entry id)
+-- KEYS[8]  dead letters held per reason (hash)
 -- ARGV[1]  consumer group        ARGV[2]  the job's entry id ('' if none)
 -- ARGV[3]  outcome: deleted | already_deleted | dead
 -- ARGV[4]  de-duplication digest of the entry's (campaign, phone) ('' if none)
@@ -16,12 +17,27 @@
 --          outcome is dead
 -- Returns  1 if recorded now, 0 if the job already had its record
 --
+-- The dead-letter stream is capped exactly at ARGV[6], oldest first, and
+-- every letter added or trimmed is counted in KEYS[8] in the same step, so
+-- the per-reason counts always equal the letters held.
+--
 -- Invariants: a record is written only under an id the entry owns. An id
 -- belongs to the (campaign, phone) that claimed it first, at enqueue (a
 -- caller's id) or here (an id nobody claimed); an entry naming an id that
 -- another number holds is recorded under its own id, lane@entry, which no
 -- producer can send (the '@'). And the entry's digest is released however
 -- it ends, so no number stays marked as queued after its job.
+local function letter_reason(pairs)
+  for i = 1, #pairs - 1, 2 do
+    if pairs[i] == 'reason' then return pairs[i + 1] end
+  end
+  return ''
+end
+
+local function forget_letter(counts, reason)
+  if redis.call('HINCRBY', counts, reason, -1) <= 0 then redis.call('HDEL', counts, reason) end
+end
+
 local status = KEYS[4]
 local fields = {}
 for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
@@ -56,7 +72,16 @@ local result_id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpac
 if ARGV[3] == 'dead' then
   fields[#fields + 1] = 'failed_at'
   fields[#fields + 1] = now_ms
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(fields))
+  redis.call('XADD', KEYS[3], '*', unpack(fields))
+  redis.call('HINCRBY', KEYS[8], letter_reason(fields), 1)
+  -- At most a page per call: a lowered cap is reached over the next letters.
+  local over = redis.call('XLEN', KEYS[3]) - tonumber(ARGV[6])
+  if over > 0 then
+    for _, entry in ipairs(redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', math.min(over, 100))) do
+      redis.call('XDEL', KEYS[3], entry[1])
+      forget_letter(KEYS[8], letter_reason(entry[2]))
+    end
+  end
 end
 
 redis.call('HSET', status, 'outcome', ARGV[3], 'result_id', result_id, 'finished_at', now_ms)

@@ -103,6 +103,7 @@ class Recorder:
                 self._keys.stats,
                 self._keys.pending,
                 self._keys.job(own_id),
+                self._keys.dlq_reasons,
             ],
             args=args,
         )

@@ -56,11 +56,11 @@ REQUIRED_ACL_RULES = (
     "+eval +evalsha +script|load +multi +exec",
     # what the scripts and the CLI read and write
     "+time +get +set +del +exists +expire +pexpire +pttl",
-    "+hget +hmget +hset +hgetall +hincrby +hexists",
+    "+hget +hmget +hset +hgetall +hincrby +hexists +hdel",
     "+sadd +srem +smembers",
     "+zadd +zrem +zcard +zcount +zscore +zrange +zrangebyscore +zremrangebyscore",
     "+xadd +xack +xdel +xlen +xrange +xrevrange +xread +xreadgroup +xautoclaim",
-    "+xpending +xgroup|create +xgroup|delconsumer +xinfo|consumers",
+    "+xpending +xgroup|create +xgroup|delconsumer +xinfo|consumers +xinfo|groups",
 )
 
 

@@ -96,6 +96,16 @@ class AccountKeys:
         return f"{self._base}:dlq"
 
     @property
+    def dlq_reasons(self) -> str:
+        """Hash: dead-letter reason -> letters held with it, kept exact with the stream."""
+        return f"{self._base}:dlq:reasons"
+
+    @property
+    def workers(self) -> str:
+        """Sorted set: worker (consumer name) -> ms, Redis clock, until which it counts alive."""
+        return f"{self._base}:workers"
+
+    @property
     def stats(self) -> str:
         """Hash of counters: deleted, already_deleted, dead."""
         return f"{self._base}:stats"

@@ -29,6 +29,8 @@ from worker.config.settings import AccountSettings, token_refresh_ahead_s
 from worker.errors import AccountHalted, TokenBudgetSpent, TokenUnavailable
 from worker.events import wait_event
 from worker.logs import get_logger, register_secret
+from worker.metrics import process as metrics
+from worker.metrics.catalog import GENERATION_FAILED, GENERATION_ISSUED, GENERATION_REFUSED
 from worker.store.keys import AccountKeys
 from worker.store.lua import register
 from worker.vendor.client import OzonetelClient, TransportFailure
@@ -254,11 +256,15 @@ class TokenManager:
 
     async def _generate(self) -> Token:
         log.info("token.generate", account=self._account.name)
+        generations = metrics.TOKEN_GENERATIONS
         try:
             answer = await self._client.generate_token()
         except TransportFailure as exc:
+            generations.labels(self._account.name, GENERATION_FAILED).inc()
             await self._back_off(f"token endpoint unreachable: {exc}")
         verdict = classify_token(answer)
+        result = {Outcome.ISSUED: GENERATION_ISSUED, Outcome.ACCOUNT: GENERATION_REFUSED}
+        generations.labels(self._account.name, result.get(verdict.outcome, GENERATION_FAILED)).inc()
         if verdict.outcome is Outcome.ACCOUNT:
             await halt_account(self._redis, self._keys, f"token endpoint: {verdict.message}")
             await self._release(keys=[self._keys.token_lock], args=[self._owner, 0])

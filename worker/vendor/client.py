@@ -29,6 +29,10 @@ class TransportFailure(Exception):
     """No answer: a timeout, a refused or dropped connection. It may have arrived."""
 
 
+class TransportTimeout(TransportFailure):
+    """No answer within the request timeout."""
+
+
 class NotSent(Exception):
     """Abandoned before a byte was written: the permit's moment had passed."""
 
@@ -130,7 +134,7 @@ class OzonetelClient:
         except SendRefused as exc:
             raise TransportFailure(str(exc)) from None
         except TimeoutError:
-            raise TransportFailure("timeout") from None
+            raise TransportTimeout("timeout") from None
         except aiohttp.ClientError as exc:
             # The exception's text names the host and port, never a header.
             raise TransportFailure(f"{type(exc).__name__}: {exc}") from None

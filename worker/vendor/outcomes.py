@@ -200,9 +200,14 @@ def parse_body(raw: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def answer_row(answer: Answer) -> Row | None:
+    """The row of the delete table that ``answer`` matches, if any."""
+    return _DELETE_BY_MESSAGE.get(answer.message)
+
+
 def classify_delete(answer: Answer) -> Classification:
     """The meaning of an answer of ``DELETE /ca_apis/deleteCampaignData``."""
-    row = _DELETE_BY_MESSAGE.get(answer.message)
+    row = answer_row(answer)
     if row is not None:
         return Classification(row.outcome, row.message, row.reason)
     if answer.http_status == 429:
