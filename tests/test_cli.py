@@ -220,6 +220,7 @@ def test_status_json_has_the_documented_shape_and_counts(env: Env) -> None:
     report = json.loads(result.stdout)
     account = report["accounts"]["default"]
     assert set(account) == {
+        "state",
         "queued",
         "in_flight",
         "delayed",
@@ -238,9 +239,12 @@ def test_status_json_has_the_documented_shape_and_counts(env: Env) -> None:
         0,
         0,
     )
-    assert (account["paused"], account["halted"], account["rate_last_min"]) == (False, None, 0)
+    assert (account["paused"], account["halted"], account["rate_last_min"]) == (None, None, 0)
+    assert account["state"] == "running"
     assert account["eta_s"] == 2  # 3 jobs at 100 per 60 s
-    assert set(account["token"]) == {"expires_in_s", "generations_last_hour", "budget", "waiting"}
+    assert set(account["token"]) == {
+        "expires_in_s", "generations_in_window", "budget", "budget_window_s", "waiting"
+    }  # fmt: skip
 
     human = cli(env, "status")
     assert human.exit_code == EXIT_OK

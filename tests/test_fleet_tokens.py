@@ -135,7 +135,7 @@ async def test_a_spent_budget_pauses_every_process_with_a_visible_reason(
 
     token = json.loads(out)["accounts"]["default"]["token"]
     assert "budget" in (token["waiting"] or ""), token
-    assert token["generations_last_hour"] == 2 and token["budget"] == 2
+    assert token["generations_in_window"] == 2 and token["budget"] == 2
     # Never a third generation, and no request at all while paused.
     assert after["generations"] == 2
     assert len(after["requests"]) == before

@@ -21,7 +21,9 @@ FAKE_TOKEN = "eyJ-fake-token-value-never-printed"
 async def test_status_reports_every_documented_field_from_redis(
     redis: Redis, redis_url: str, key_prefix: str
 ) -> None:
-    settings = make_settings(redis_url, key_prefix, rate_window_s=60.0)
+    settings = make_settings(
+        redis_url, key_prefix, rate_window_s=60.0, token_budget_window_s=3600.0
+    )
     account = settings.account()
     keys = AccountKeys(key_prefix, "default")
     queue = Queue(redis, keys)
@@ -68,14 +70,16 @@ async def test_status_reports_every_documented_field_from_redis(
                 "delayed": 1,
                 "done": 5,
                 "dead": 2,
-                "paused": True,
+                "state": "halted",
+                "paused": "maintenance",
                 "halted": "Invalid User Details",
                 "rate_last_min": 3,
                 # 6 outstanding at 100 per 60 s: 3.6 s, rounded up.
                 "eta_s": 4,
                 "token": {
-                    "generations_last_hour": 2,
+                    "generations_in_window": 2,
                     "budget": 10,
+                    "budget_window_s": 3600.0,
                     "waiting": "token budget spent: 10 generations in the last 3600 s",
                 },
             }
@@ -94,12 +98,14 @@ async def test_accounts_known_only_to_redis_are_listed_with_defaults(
     assert list(report["accounts"]) == ["default", "elsewhere"]
     idle = report["accounts"]["elsewhere"]
     assert idle["queued"] == {"urgent": 0, "bulk": 0}
-    assert (idle["done"], idle["dead"], idle["paused"], idle["halted"]) == (0, 0, False, None)
+    assert (idle["done"], idle["dead"], idle["paused"], idle["halted"]) == (0, 0, None, None)
+    assert idle["state"] == "running"
     assert idle["eta_s"] is None
     assert idle["token"] == {
         "expires_in_s": None,
-        "generations_last_hour": 0,
+        "generations_in_window": 0,
         "budget": 10,
+        "budget_window_s": 3600.0,
         "waiting": None,
     }
     only = await status_report(redis, settings, ["elsewhere"])

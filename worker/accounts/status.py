@@ -7,11 +7,15 @@ generation and timestamps (``HMGET``), so it cannot end up in an output.
 
 ``status --json`` shape, per account (documented in the README)::
 
-    {"queued": {"urgent": n, "bulk": n}, "in_flight": n, "delayed": n,
-     "done": n, "dead": n, "paused": bool, "halted": null or reason,
+    {"state": "running" | "paused" | "halted" | "waiting_token",
+     "queued": {"urgent": n, "bulk": n}, "in_flight": n, "delayed": n,
+     "done": n, "dead": n, "paused": null or reason, "halted": null or reason,
      "rate_last_min": n, "eta_s": n or null,
-     "token": {"expires_in_s": n or null, "generations_last_hour": n,
-               "budget": n, "waiting": null or reason}}
+     "token": {"expires_in_s": n or null, "generations_in_window": n,
+               "budget": n, "budget_window_s": n, "waiting": null or reason}}
+
+``state`` is the one the exporter's ``ozp_account_state`` reports: halted
+wins over paused, paused over waiting for a token.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ from worker.results.records import stored_int
 from worker.store.keys import AccountKeys, accounts_key
 
 RATE_PERIOD_S = 60.0
-GENERATIONS_PERIOD_MS = 3_600_000
 
 
 async def server_time_ms(redis: Redis) -> int:
@@ -61,6 +64,15 @@ def account_settings(settings: Settings, name: str) -> AccountSettings:
     return settings.accounts.get(name) or AccountSettings(name=name)
 
 
+def account_state(halted: object, paused: object, token_wait: object) -> str:
+    """The account's one state (see ``worker.metrics.catalog.ACCOUNT_STATES``)."""
+    if halted:
+        return "halted"
+    if paused:
+        return "paused"
+    return "waiting_token" if token_wait else "running"
+
+
 def eta_seconds(outstanding: int, account: AccountSettings) -> int | None:
     """Time to send the backlog at the account's tightest cap; None when idle."""
     if outstanding <= 0:
@@ -74,7 +86,8 @@ async def token_health(redis: Redis, keys: AccountKeys, account: AccountSettings
     now_ms = await server_time_ms(redis)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hmget(keys.token, ["gen", "exp_ms", "issued_ms"])
-        pipe.zcount(keys.token_generations, now_ms - GENERATIONS_PERIOD_MS, now_ms)
+        window_ms = round(account.token_budget_window_s * 1000)
+        pipe.zcount(keys.token_generations, now_ms - window_ms, now_ms)
         pipe.get(keys.token_wait)
         pipe.get(keys.halted)
         (gen, exp_ms, issued_ms), generations, waiting, halted = await pipe.execute()
@@ -87,8 +100,9 @@ async def token_health(redis: Redis, keys: AccountKeys, account: AccountSettings
         "age_s": _seconds(now_ms - issued) if issued is not None else None,
         # Negative once expired: the sign is the news.
         "expires_in_s": _seconds(expires_ms - now_ms) if expires_ms is not None else None,
-        "generations_last_hour": int(generations),
+        "generations_in_window": int(generations),
         "budget": account.token_budget,
+        "budget_window_s": account.token_budget_window_s,
         "waiting": waiting,
         "halted": halted,
     }
@@ -105,26 +119,28 @@ async def account_status(redis: Redis, settings: Settings, name: str) -> dict[st
     counts = await Queue(redis, keys).counts()
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hmget(keys.stats, ["deleted", "already_deleted", "dead"])
-        pipe.exists(keys.paused)
+        pipe.get(keys.paused)
         pipe.get(keys.halted)
         (deleted, already, dead), paused, halted = await pipe.execute()
     now_s = await server_time_ms(redis) / 1000
     rate = await Limiter(redis, keys, account).granted_between(now_s - RATE_PERIOD_S, now_s)
     token = await token_health(redis, keys, account)
     return {
+        "state": account_state(halted, paused, token["waiting"]),
         "queued": {"urgent": counts.urgent, "bulk": counts.bulk},
         "in_flight": counts.in_flight,
         "delayed": counts.delayed,
         "done": (stored_int(deleted) or 0) + (stored_int(already) or 0),
         "dead": stored_int(dead) or 0,
-        "paused": bool(paused),
-        "halted": halted,
+        "paused": paused or None,
+        "halted": halted or None,
         "rate_last_min": rate,
         "eta_s": eta_seconds(counts.outstanding, account),
         "token": {
             "expires_in_s": token["expires_in_s"],
-            "generations_last_hour": token["generations_last_hour"],
+            "generations_in_window": token["generations_in_window"],
             "budget": token["budget"],
+            "budget_window_s": token["budget_window_s"],
             "waiting": token["waiting"],
         },
     }

@@ -51,7 +51,7 @@ def _state(account: dict[str, Any]) -> Text:
     if account.get("halted"):
         return safe_text(f"HALTED: {account['halted']}", style="bold red")
     if account.get("paused"):
-        return Text("paused", style="yellow")
+        return safe_text(f"paused: {account['paused']}", style="yellow")
     if token.get("waiting"):
         return safe_text(f"waiting: {token['waiting']}", style="yellow")
     return Text("running", style="green")
@@ -63,7 +63,7 @@ def _dead(account: dict[str, Any]) -> Text:
 
 def _tokens_used(account: dict[str, Any]) -> Text:
     token = account.get("token") or {}
-    return safe_text(f"{token.get('generations_last_hour')} of {token.get('budget')}")
+    return safe_text(f"{token.get('generations_in_window')} of {token.get('budget')}")
 
 
 # The rows of the status table: one metric per row, one account per column,
@@ -79,7 +79,7 @@ _STATUS_ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str | Text]], ...] = (
     ("sent last minute", lambda a: _count(a.get("rate_last_min"))),
     ("ETA", lambda a: duration(a.get("eta_s"))),
     ("token expires in", lambda a: duration((a.get("token") or {}).get("expires_in_s"))),
-    ("tokens last hour", _tokens_used),
+    ("tokens in window", _tokens_used),
 )
 
 
@@ -173,8 +173,8 @@ def token_lines(health: dict[str, Any]) -> list[Text]:
             f"age {duration(health.get('age_s'))}, {state}"
         ]
     lines.append(
-        f"generations in the last hour: {health.get('generations_last_hour')} "
-        f"of {health.get('budget')} allowed"
+        f"generations in the last {duration(health.get('budget_window_s'))}: "
+        f"{health.get('generations_in_window')} of {health.get('budget')} allowed"
     )
     if health.get("waiting"):
         lines.append(f"waiting: {health['waiting']}")

@@ -24,7 +24,13 @@ from prometheus_client.process_collector import ProcessCollector
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from worker.accounts.status import account_settings, eta_seconds, known_accounts, server_time_ms
+from worker.accounts.status import (
+    account_settings,
+    account_state,
+    eta_seconds,
+    known_accounts,
+    server_time_ms,
+)
 from worker.config.settings import Settings
 from worker.limiter.permits import Limiter
 from worker.logs import WarningSampler, get_logger
@@ -92,9 +98,7 @@ async def read_account(redis: Redis, settings: Settings, name: str, now_ms: int)
         for reason, raw in reasons.items()
         if (count := stored_int(raw) or 0) > 0
     }
-    view.state = (
-        "halted" if halted else "paused" if paused else "waiting_token" if token_wait else "running"
-    )
+    view.state = account_state(halted, paused, token_wait)
     expires_ms = stored_int(exp_ms)
     view.token_expiry_s = (expires_ms - now_ms) / 1000 if expires_ms is not None else None
     view.token_budget_used = int(generations)
