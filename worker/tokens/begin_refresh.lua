@@ -43,6 +43,11 @@ end
 if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', tonumber(ARGV[3])) then
   return {'locked', tonumber(ARGV[3])}
 end
-redis.call('ZADD', KEYS[3], string.format('%.0f', now_ms), ARGV[2])
+-- One member per generation: the owner alone would let a process's second
+-- generation overwrite its first, and the budget would never fill. The lock
+-- keeps one owner's generations apart by at least a call, so time and owner
+-- name each one.
+local stamp = string.format('%.0f', now_ms)
+redis.call('ZADD', KEYS[3], stamp, stamp .. ':' .. ARGV[2])
 redis.call('PEXPIRE', KEYS[3], window)
 return {'go', used + 1}
