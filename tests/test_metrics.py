@@ -112,6 +112,7 @@ async def test_a_worker_counts_what_it_did_and_the_counts_need_no_redis(
     assert grew("ozp_request_duration_seconds_count", account="default") == len(sent)
     assert grew("ozp_permit_wait_seconds_count", account="default") >= len(sent)
     assert grew("ozp_outcomes_total", account="default", outcome="deleted", reason="") == 3
+    assert grew("ozp_redis_reconnects_total") == 0  # no outage, no reconnect
     assert grew("ozp_outcomes_total", account="default", outcome="dead", reason="no_record") == 2
     # Every outcome and reason series exists, at zero if nothing happened.
     for outcome, reason in OUTCOME_REASONS:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import TIME_SCALE, Simulator, eventually, make_settings
+from worker.metrics import process as metrics
 from worker.pool.workers import AccountExit, run_pool
 from worker.queue.jobs import make_job
 from worker.queue.lanes import Queue
@@ -35,6 +36,7 @@ async def test_workers_ride_out_a_redis_restart_without_loss_or_burst(
         settings = make_settings(server.url, key_prefix, base_url=sim.url, rate_limit=20)
         keys = AccountKeys(key_prefix, "default")
         await Queue(redis, keys).enqueue_many(make_job("c", p) for p in PHONES)
+        reconnects_before = metrics.REDIS_RECONNECTS._value.get()
         run = asyncio.create_task(
             asyncio.wait_for(run_pool(settings, redis, asyncio.Event(), until_empty=True), 90)
         )
@@ -50,6 +52,9 @@ async def test_workers_ride_out_a_redis_restart_without_loss_or_burst(
 
         watch = restart_watch(redis)
         assert watch is not None and watch.restarts >= 1
+        # The pool lost Redis and got it back: counted as connections came
+        # back, not once per failed call (the client retried many).
+        assert metrics.REDIS_RECONNECTS._value.get() - reconnects_before >= 1
         results = [fields for _, fields in await redis.xrange(keys.results)]
         assert Counter(f["phone"] for f in results) == Counter(PHONES)
         assert {f["outcome"] for f in results} <= {"deleted", "already_deleted"}

@@ -104,7 +104,7 @@ FAMILIES: tuple[Family, ...] = (
            "Jobs this process took over from a worker that went silent.",
            ("account",)),
     Family("ozp_redis_reconnects_total", "counter", "process",
-           "Times this process got Redis back after losing it.",
+           "Connections to Redis this process re-established after one failed.",
            ()),
     Family("ozp_outcomes_total", "counter", "process",
            "Jobs this process finished, by terminal outcome and dead-letter reason.",

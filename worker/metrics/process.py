@@ -29,6 +29,7 @@ from worker.metrics.catalog import (
     REQUEST_SECONDS_BUCKETS,
     family,
 )
+from worker.store.connection import Reconnects
 from worker.vendor.outcomes import Answer, Classification, answer_row
 
 # The process's own registry, not the library's global one: nothing that
@@ -91,18 +92,4 @@ def exposition() -> bytes:
     return generate_latest(REGISTRY)
 
 
-class RedisLink:
-    """Counts Redis coming back: the first answer after an outage is one reconnect,
-    however many dispatchers of this process saw the outage."""
-
-    lost = False
-
-    @classmethod
-    def failed(cls) -> None:
-        cls.lost = True
-
-    @classmethod
-    def answered(cls) -> None:
-        if cls.lost:
-            cls.lost = False
-            REDIS_RECONNECTS.inc()
+Reconnects.listeners.append(REDIS_RECONNECTS.inc)

@@ -161,16 +161,12 @@ class Settler:
         delay = 0.05
         while True:
             try:
-                written = await write()
+                return await write()
             except (RedisAuthenticationError, RedisAuthorizationError):
                 raise  # refused credentials do not come back by waiting
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 if time.monotonic() + delay > deadline:
                     raise
-                metrics.RedisLink.failed()
                 self._log.warning("redis.write_retry", error=exc, retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            else:
-                metrics.RedisLink.answered()
-                return written

@@ -161,7 +161,6 @@ class AccountWorker:
                 token = await self.tokens.current() if self.tokens else None
                 asked_mono = time.monotonic()
                 permit, fetched = await self._fetch_on(await self.limiter.acquire(), asked_mono)
-                metrics.RedisLink.answered()
                 if fetched is None:
                     break
                 if isinstance(fetched, Paused | Empty):
@@ -205,7 +204,6 @@ class AccountWorker:
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 # Redis is restarting or unreachable: wait, then carry on.
                 # Nothing is lost: a held job stays in its lane's pending list.
-                metrics.RedisLink.failed()
                 self._log.warning("redis.unavailable", error=exc, retry_in_s=outage_wait)
                 await self._sleep(outage_wait)
                 outage_wait = min(outage_wait * 2, REDIS_OUTAGE_WAIT_MAX_S)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 from urllib.parse import unquote_plus
 
 from redis.asyncio import Redis
@@ -141,6 +142,7 @@ class RestartWatch:
     async def on_connect(self, connection: Connection) -> None:
         seen = (self.highest_client_id, self.restarts)
         await connection.on_connect()
+        Reconnects.connected()
         if await self._restarted(connection, seen):
             self.restarts += 1
             log.warning("redis.restarted", actions=sorted(self._commands))
@@ -193,7 +195,34 @@ def restart_watch(redis: Redis) -> RestartWatch | None:
     return watch if isinstance(watch, RestartWatch) else None
 
 
+class Reconnects:
+    """Redis coming back after a connection of this process failed.
+
+    A failure is noted where the client judges whether to retry it (every
+    connection error and timeout passes there, retried or not); the next
+    connection that completes its set-up is a reconnect, announced to each
+    listener (the ``ozp_redis_reconnects_total`` counter), however many
+    calls failed meanwhile. After a restart, each pooled connection found
+    dead on its next use may count once more.
+    """
+
+    lost = False
+    listeners: ClassVar[list[Callable[[], None]]] = []
+
+    @classmethod
+    def failed(cls) -> None:
+        cls.lost = True
+
+    @classmethod
+    def connected(cls) -> None:
+        if cls.lost:
+            cls.lost = False
+            for listener in cls.listeners:
+                listener()
+
+
 def _worth_retrying(error: Exception) -> bool:
+    Reconnects.failed()
     # redis-py's AuthenticationError (a wrong or missing password, NOAUTH,
     # WRONGPASS) subclasses ConnectionError; retried, it would open hundreds
     # of connections over minutes before failing the same way.
