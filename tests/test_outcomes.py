@@ -1,7 +1,8 @@
-"""The classifier against the vendor's tables in ``ozonetel-api.md``, row by row.
+"""The classifier against the vendor's tables in ``docs/vendor-api.md``, row by row.
 
-The expected rows are spelled here again, from the document, not imported
+The expected rows are spelled here again, from the page, not imported
 from ``worker.vendor.outcomes``: a typo on either side fails this test.
+(``tests/test_vendor_doc.py`` checks the page's tables against the module.)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 from worker.vendor import outcomes
 from worker.vendor.outcomes import Answer, Outcome, classify_delete, classify_token, parse_body
 
-# (case, status, message, class, dead-letter reason) as in the document.
+# (case, status, message, class, dead-letter reason) as on the page.
 DELETE_TABLE = [
     ("success", "Success", "Deleted Successfully", Outcome.DELETED, None),
     ("apiKey header key missing", "false", "Api Key Should Not be Null or Empty.",

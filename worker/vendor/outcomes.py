@@ -1,9 +1,11 @@
-"""What the vendor's answers mean: the tables of ``ozonetel-api.md``, as data.
+"""What the vendor's answers mean: the tables of ``docs/vendor-api.md``, as data.
 
 Every vendor response string the product knows lives here, once. The rows
-mirror the document's tables row for row (``tests/test_outcomes.py`` walks
-each of them); the classifier looks answers up in them instead of chaining
-``if``s, so a new row is one line.
+are that page's response tables row for row, in order
+(``tests/test_vendor_doc.py`` reads the page and compares every cell;
+``tests/test_outcomes.py`` runs each row through the classifier); the
+classifier looks answers up in them instead of chaining ``if``s, so a new
+row is one line here and one on the page.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ DEAD_REASONS = (
 
 @dataclass(frozen=True)
 class Row:
-    """One row of a response table of ``ozonetel-api.md``."""
+    """One row of a response table of ``docs/vendor-api.md``."""
 
     case: str
     status: str
@@ -61,7 +63,7 @@ class Row:
     reason: str | None = None
 
 
-# "Delete Campaign Data": the document's table, in its order.
+# "Delete campaign data": the page's table, in its order.
 DELETE_ROWS: tuple[Row, ...] = (
     Row("success", "Success", "Deleted Successfully", False, Outcome.DELETED),
     Row(
@@ -128,7 +130,7 @@ DELETE_ROWS: tuple[Row, ...] = (
     Row("rate limit exceeded", "error", "Max limit exceeded", False, Outcome.RATE_LIMITED),
 )
 
-# "Generate Token": the document's table. Success carries a token instead.
+# "Generate token": the page's table. Success carries a token instead.
 TOKEN_ROWS: tuple[Row, ...] = (
     Row("userName key missing/invalid", "false", "UserName is null", False, Outcome.ACCOUNT),
     Row(
