@@ -8,8 +8,12 @@
 # time (see .env.example). Needs BuildKit (the default builder since Docker 23)
 # for the bind mount in the runtime stage.
 
+# Both stages on one exact Python release, so two builds of a commit start
+# from the same interpreter; for byte-identical bases add the digest your
+# registry reports (`docker buildx imagetools inspect python:3.11.13-slim-bookworm`)
+# as `@sha256:...`. Raise the tag deliberately, like constraints.txt.
 # ---- build: the project's wheel and the wheels of its dependencies ----------
-FROM python:3.11-slim-bookworm AS build
+FROM python:3.11.13-slim-bookworm AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
@@ -25,7 +29,7 @@ COPY worker ./worker
 RUN pip wheel --no-cache-dir --constraint constraints.txt --wheel-dir /wheels .
 
 # ---- runtime ---------------------------------------------------------------
-FROM python:3.11-slim-bookworm
+FROM python:3.11.13-slim-bookworm
 
 LABEL org.opencontainers.image.title="ozonetel-purge" \
       org.opencontainers.image.description="Deletes records from Ozonetel campaigns within the vendor's rate limit" \

@@ -120,9 +120,10 @@ def test_dockerfile_builds_a_wheel_then_installs_it_on_pinned_slim_python() -> N
     froms = [args.split() for name, args in instructions if name == "FROM"]
     assert len(froms) >= 2, "multi-stage: a build stage and a runtime stage"
     stages = {words[2].lower() for words in froms if len(words) == 3 and words[1].upper() == "AS"}
-    for words in froms:
-        if words[0].lower() not in stages:
-            assert re.fullmatch(r"python:3\.11(\.\d+)?-slim-[a-z]+", words[0]), words[0]
+    bases = {words[0] for words in froms if words[0].lower() not in stages}
+    # One exact release for every stage: 3.11.x, never a floating 3.11.
+    assert len(bases) == 1, bases
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", *bases), bases
     build_runs = " ".join(args for name, args in instructions[: -len(_final_stage())])
     assert re.search(r"pip wheel .*--wheel-dir", build_runs), "the build stage makes wheels"
     final = " ".join(f"{name} {args}" for name, args in _final_stage())
@@ -245,7 +246,9 @@ def _seconds(duration: str) -> float:
 
 def test_compose_redis_persists_and_reports_health(compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
-    assert redis["image"] == "redis:7-alpine"
+    assert re.fullmatch(r"redis:7\.\d+\.\d+-alpine(@sha256:[0-9a-f]{64})?", redis["image"]), (
+        "an exact Redis release, not a floating tag"
+    )
     command = " ".join(redis["command"])
     assert "--appendonly yes" in command, "AOF must be on: the queues live in Redis"
     assert "redis-cli" in redis["healthcheck"]["test"]
