@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -128,6 +129,40 @@ async def test_jobs_of_a_silent_consumer_are_put_back_marked_possibly_sent(
     assert again.delivery.maybe_sent
     assert again.delivery.job is not None and again.delivery.job.attempts == 1
     assert (await queue.counts()).outstanding == 1
+
+
+async def test_a_taken_over_job_keeps_its_enqueue_time_in_its_record(
+    redis: Redis, key_prefix: str
+) -> None:
+    keys, queue, limiter = _parts(redis, key_prefix)
+    await queue.ensure_groups()
+    # A producer's job carries no `enqueued`: its entry id's time is its age.
+    await queue.enqueue(make_job("c", "9845000001"))
+    # One whose entry id a producer chose, too early to be an `enqueued`.
+    await redis.xadd(
+        keys.urgent, {"v": "1", "id": "early", "campaign": "c", "phone": "9845000002"}, id="1-1"
+    )
+    assert isinstance(await _fetch(queue, limiter, consumer="died"), Fetched)  # urgent first
+    taken = await _fetch(queue, limiter, consumer="died")
+    assert isinstance(taken, Fetched) and taken.delivery.lane == "bulk"
+    assert "enqueued" not in taken.delivery.fields
+    enqueued_ms = int(taken.delivery.entry_id.split("-")[0])
+    await asyncio.sleep(0.05)
+    assert await queue.reclaim("alive", min_idle_s=0.01) == 2
+
+    early = await _fetch(queue, limiter, consumer="alive")
+    again = await _fetch(queue, limiter, consumer="alive")
+    assert isinstance(early, Fetched) and isinstance(again, Fetched)
+    # Still a job: no out-of-range `enqueued` was written into the copy.
+    assert early.delivery.job is not None and early.delivery.job.id == "early"
+    assert again.delivery.job is not None and again.delivery.maybe_sent
+    assert int(again.delivery.entry_id.split("-")[0]) > enqueued_ms
+    assert again.delivery.job.enqueued_ms == enqueued_ms
+
+    recorder = Recorder(redis, keys, make_settings("redis://127.0.0.1:9/0", key_prefix))
+    assert await recorder.record(again.delivery, Record("deleted", "Deleted Successfully", 2))
+    results = cast("list[tuple[str, dict[str, str]]]", await redis.xrange(keys.results))
+    assert [fields["enqueued_at"] for _, fields in results] == [str(enqueued_ms)]
 
 
 async def test_a_late_or_paused_permit_is_refunded(redis: Redis, key_prefix: str) -> None:

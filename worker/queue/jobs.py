@@ -14,17 +14,28 @@ field          required   meaning
 ``phone``      yes        the number to delete, as Ozonetel stores it
 ``name``       no         free text passed through to the vendor
 ``enqueued``   no         epoch milliseconds; defaults to the entry id's time
-``attempts``   no         attempts already counted (set by retries)
-``replay_of``  no         the job id this job replays from the dead letters
+                          (retries and take-overs write it, so a job keeps
+                          its age when it moves to a new entry)
+``attempts``   no         attempts already counted (set by retries and
+                          take-overs)
+``sent``       no         ``1``: an earlier attempt may have reached the
+                          vendor, so a later ``No Record Found`` ends
+                          ``already_deleted``, not dead; set by retries
+                          after an answer that leaves it unknown, and by
+                          take-overs; any other value is ignored
+``replay_of``  no         the job id (or record id, ``<lane>@<entry id>``)
+                          of the dead letter this job replays; at most 128
+                          characters
 =============  =========  ====================================================
 
-An entry without ``v=1`` or ``id``, with a field that is not UTF-8, or with
-an ``enqueued`` or ``attempts`` that is not a sane integer is dead-lettered as
-``malformed`` with its raw fields (in a readable form, see :func:`readable`);
-one with an empty ``campaign`` or ``phone`` is dead-lettered as
-``missing_campaign`` or ``missing_phone``, and one that fails the producers'
-own validation (:func:`make_job`'s rules) as ``invalid_job``, all without
-spending a permit: a raw ``XADD`` is held to the same rules as the API.
+An entry without ``v=1`` or ``id``, with a field that is not UTF-8, with
+an ``enqueued`` or ``attempts`` that is not a sane integer, or with a
+``replay_of`` that is too long is dead-lettered as ``malformed`` with its
+raw fields (in a readable form, see :func:`readable`); one with an empty
+``campaign`` or ``phone`` is dead-lettered as ``missing_campaign`` or
+``missing_phone``, and one that fails the producers' own validation
+(:func:`make_job`'s rules) as ``invalid_job``, all without spending a
+permit: a raw ``XADD`` is held to the same rules as the API.
 """
 
 from __future__ import annotations

@@ -4,7 +4,13 @@
 -- KEYS[1]  the lane stream the job was read from
 -- KEYS[2]  delayed retries zset (score: due time, server ms)
 -- ARGV[1]  consumer group   ARGV[2]  the job's entry id
--- ARGV[3]  delay, ms        ARGV[4]  retry member: JSON {"lane", "fields", "job"}
+-- ARGV[3]  delay, ms
+-- ARGV[4]  retry member: JSON {"fields": {...}, "job": "<id>"} (Queue.schedule_retry):
+--          fields, the entry's fields as the job is to be sent again (attempts,
+--          sent and enqueued already updated), all fetch.lua reads of it; job,
+--          the job's id (the entry id if it has none), for whoever inspects
+--          the set. There is no lane: a due member joins the retry lane,
+--          whatever lane the job came from
 -- Returns  the due time, server ms
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
