@@ -211,11 +211,13 @@ async def test_the_exporter_answers_without_redis_and_says_so(
     async with redis_client(url) as down:
         client = await exporter_client(make_settings(url, key_prefix), down)
         response = await client.get("/metrics")
-        found = samples(await response.text())
+        text = await response.text()
+        found = samples(text)
         ready = await client.get("/readyz")
     assert response.status == 200 and ready.status == 503
     assert value(found, "ozp_redis_up") == 0
     assert not any(name.startswith("ozp_") and name != "ozp_redis_up" for name, _ in found)
+    promtool_lint(text)
 
 
 async def held_reasons(redis: Redis, keys: AccountKeys) -> Counter[str]:
