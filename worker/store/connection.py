@@ -57,7 +57,7 @@ REQUIRED_ACL_RULES = (
     "+eval +evalsha +script|load +multi +exec",
     # what the scripts and the CLI read and write
     "+time +get +set +del +exists +expire +pexpire +pttl",
-    "+hget +hmget +hset +hgetall +hincrby +hexists +hdel",
+    "+hget +hmget +hset +hgetall +hincrby +hexists +hdel +hlen +hkeys",
     "+sadd +srem +smembers",
     "+zadd +zrem +zcard +zcount +zscore +zrange +zrangebyscore +zremrangebyscore",
     "+xadd +xack +xdel +xlen +xrange +xrevrange +xread +xreadgroup +xautoclaim",

@@ -74,6 +74,11 @@ class AccountKeys:
         return f"{self._base}:limiter:cooldown"
 
     @property
+    def rate_minutes(self) -> str:
+        """Hash: minute index (permit slot // 60 s) -> requests sent in it; the last hour."""
+        return f"{self._base}:rate:minutes"
+
+    @property
     def token(self) -> str:
         """Hash: the current token, its expiry and its generation number."""
         return f"{self._base}:token"

@@ -1,0 +1,193 @@
+"""The rate chart's history: requests sent per minute, bucketed by the permit's
+slot on the Redis clock, zero-filled, bounded, and expiring with an idle account."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from tests.conftest import TIME_SCALE, Simulator, eventually, make_settings
+from worker.accounts.control import AccountExit
+from worker.limiter.history import KEEP_MINUTES, MINUTE_MS, TTL_MS, minutes, note_sent
+from worker.pool import workers
+from worker.pool.workers import run_pool
+from worker.queue.jobs import make_job
+from worker.queue.lanes import Queue
+from worker.store.keys import AccountKeys
+
+CAMPAIGN = "spring_sale"
+DELETABLE = [f"98450{i:05d}" for i in range(120)]
+UNKNOWN = [f"70000{i:05d}" for i in range(30)]
+MINUTE_US = 60_000_000
+
+
+async def redis_minute(redis: Redis) -> int:
+    seconds, _ = await redis.time()
+    return int(seconds) // 60
+
+
+def slot_in(minute: int, offset_us: int = 30_000_000) -> int:
+    return minute * MINUTE_US + offset_us
+
+
+async def queue_jobs(redis: Redis, keys: AccountKeys) -> None:
+    jobs = [make_job(CAMPAIGN, phone) for phone in DELETABLE + UNKNOWN]
+    assert len((await Queue(redis, keys).enqueue_many(jobs)).queued) == len(jobs)
+
+
+async def deletes_seen(sim: Simulator) -> int:
+    return sum(1 for r in (await sim.inspect())["requests"] if r["endpoint"] == "delete")
+
+
+async def test_the_minutes_add_up_to_the_deletes_the_vendor_saw(
+    redis: Redis, redis_url: str, key_prefix: str, simulator_factory: Any
+) -> None:
+    sim: Simulator = await simulator_factory(
+        campaigns={CAMPAIGN: set(DELETABLE)}, time_scale=TIME_SCALE
+    )
+    settings = make_settings(redis_url, key_prefix, base_url=sim.url)
+    keys = AccountKeys(key_prefix, "default")
+    await queue_jobs(redis, keys)
+
+    run = asyncio.create_task(run_pool(settings, redis, asyncio.Event(), until_empty=True))
+
+    async def some_sent() -> bool:
+        return int(await redis.xlen(keys.results)) >= 20
+
+    await eventually(some_sent)
+    # Requests the vendor refuses (an expired token) left all the same: they count.
+    await sim.control("tokens/expire")
+    assert await asyncio.wait_for(run, 60) == {"default": AccountExit.EMPTY}
+
+    deletes = await deletes_seen(sim)
+    refused = [r for r in (await sim.inspect())["requests"] if r["message"] == "Token Expired"]
+    assert refused, "the test must have hit the expiry"
+    assert deletes >= len(DELETABLE) + len(UNKNOWN) + len(refused)
+    chart = await minutes(redis, keys)
+    assert sum(n for _, n in chart) == deletes
+    # Every minute counted is one of the chart's: nothing fell outside the hour.
+    stored = await redis.hgetall(keys.rate_minutes)
+    assert sum(int(n) for n in stored.values()) == deletes
+
+
+async def test_a_failed_note_fails_no_job(
+    redis: Redis,
+    redis_url: str,
+    key_prefix: str,
+    simulator_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim: Simulator = await simulator_factory(
+        campaigns={CAMPAIGN: set(DELETABLE)}, time_scale=TIME_SCALE
+    )
+    settings = make_settings(redis_url, key_prefix, base_url=sim.url)
+    keys = AccountKeys(key_prefix, "default")
+    await queue_jobs(redis, keys)
+    notes: list[int] = []
+
+    async def failing(redis: Redis, keys: AccountKeys, slot_us: int) -> None:
+        notes.append(slot_us)
+        raise RedisConnectionError("the chart's Redis call failed")
+
+    monkeypatch.setattr(workers, "note_sent", failing)
+    exits = await asyncio.wait_for(run_pool(settings, redis, asyncio.Event(), until_empty=True), 60)
+
+    assert exits == {"default": AccountExit.EMPTY}
+    assert len(notes) == await deletes_seen(sim) >= len(DELETABLE) + len(UNKNOWN)
+    assert int(await redis.xlen(keys.results)) == len(DELETABLE) + len(UNKNOWN)
+    assert not await redis.exists(keys.rate_minutes)
+
+
+async def test_a_request_counts_in_its_slots_minute_not_the_current_one(
+    redis: Redis, key_prefix: str
+) -> None:
+    keys = AccountKeys(key_prefix, "default")
+    now = await redis_minute(redis)
+    # The first and the last µs of a minute are that minute's; the next µs is the next one's.
+    await note_sent(redis, keys, slot_in(now - 3, 0))
+    await note_sent(redis, keys, slot_in(now - 3, MINUTE_US - 1))
+    await note_sent(redis, keys, slot_in(now - 2, 0))
+    for _ in range(4):
+        await note_sent(redis, keys, slot_in(now - 10))
+
+    chart = dict(await minutes(redis, keys))
+    assert chart[(now - 3) * MINUTE_MS] == 2
+    assert chart[(now - 2) * MINUTE_MS] == 1
+    assert chart[(now - 10) * MINUTE_MS] == 4
+    assert sum(chart.values()) == 7
+
+
+async def test_the_chart_is_zero_filled_oldest_first_and_ends_at_the_current_minute(
+    redis: Redis, key_prefix: str
+) -> None:
+    keys = AccountKeys(key_prefix, "default")
+    before = await redis_minute(redis)
+    empty = await minutes(redis, keys)
+    after = await redis_minute(redis)
+
+    assert len(empty) == 60
+    assert all(n == 0 for _, n in empty)
+    starts = [t for t, _ in empty]
+    assert all(b - a == MINUTE_MS for a, b in itertools.pairwise(starts))
+    assert starts[-1] in (before * MINUTE_MS, after * MINUTE_MS)
+
+    await note_sent(redis, keys, slot_in(after - 59))
+    await note_sent(redis, keys, slot_in(after - 60))  # one minute too old for the chart
+    five = await minutes(redis, keys, count=5)
+    assert len(five) == 5 and all(n == 0 for _, n in five)
+    chart = await minutes(redis, keys)
+    if await redis_minute(redis) == after:
+        assert chart[0] == ((after - 59) * MINUTE_MS, 1)
+        assert sum(n for _, n in chart) == 1
+    with pytest.raises(ValueError):
+        await minutes(redis, keys, count=0)
+    with pytest.raises(ValueError):
+        await minutes(redis, keys, count=KEEP_MINUTES + 1)
+
+
+async def test_hours_of_traffic_keep_the_hash_bounded(redis: Redis, key_prefix: str) -> None:
+    keys = AccountKeys(key_prefix, "default")
+    now = await redis_minute(redis)
+    # Someone else's junk in the hash is trimmed along with the old minutes.
+    await redis.hset(keys.rate_minutes, mapping={"junk": "x", "-5": "7"})
+    # Four hours of traffic, a minute at a time, oldest first, as a busy account makes it.
+    for minute in range(now - 240, now + 1):
+        await note_sent(redis, keys, slot_in(minute))
+        await note_sent(redis, keys, slot_in(minute, 59_000_000))
+        assert await redis.hlen(keys.rate_minutes) <= KEEP_MINUTES + 1
+    chart = await minutes(redis, keys)
+    if await redis_minute(redis) == now:
+        assert [n for _, n in chart] == [2] * 60
+    fields = await redis.hkeys(keys.rate_minutes)
+    assert "junk" not in fields and "-5" not in fields
+    assert min(int(f) for f in fields) >= now - KEEP_MINUTES
+
+    # A stray slot from long ago counts nowhere for long, and takes nothing with it.
+    await note_sent(redis, keys, slot_in(now - 10_000))
+    assert await redis.hlen(keys.rate_minutes) <= KEEP_MINUTES + 1
+    if await redis_minute(redis) == now:
+        assert [n for _, n in await minutes(redis, keys)] == [2] * 60
+
+
+async def test_the_hash_has_a_ttl_so_an_idle_account_leaves_nothing(
+    redis: Redis, key_prefix: str
+) -> None:
+    keys = AccountKeys(key_prefix, "default")
+    now = await redis_minute(redis)
+    await note_sent(redis, keys, slot_in(now))
+    first = await redis.pttl(keys.rate_minutes)
+    assert 0 < first <= TTL_MS
+    # The TTL outlives the chart's hour, so a minute is never lost while shown.
+    assert TTL_MS > 60 * MINUTE_MS
+    await note_sent(redis, keys, slot_in(now))
+    assert 0 < await redis.pttl(keys.rate_minutes) <= TTL_MS
+    # Made again from nothing (the key expired), the hash gets its TTL again.
+    await redis.delete(keys.rate_minutes)
+    await note_sent(redis, keys, slot_in(now))
+    assert await redis.hget(keys.rate_minutes, str(now)) == "1"
+    assert 0 < await redis.pttl(keys.rate_minutes) <= TTL_MS
