@@ -219,7 +219,7 @@ async def drain(
             # drain again after fixing the credentials is how to clear it.
             progress.cleared_halt = await halt_reason(redis, spec.keys)
             if progress.cleared_halt:
-                await resume_account(redis, spec.keys)
+                await resume_account(redis, spec.keys, by="drain")
         enter("sending")
         # Imported here: loading aiohttp costs every other command a quarter second.
         from worker.pool.workers import run_pool

@@ -58,6 +58,7 @@ REQUIRED_ACL_RULES = (
     # what the scripts and the CLI read and write
     "+time +get +set +del +exists +expire +pexpire +pttl",
     "+hget +hmget +hset +hgetall +hincrby +hexists +hdel +hlen +hkeys",
+    "+lpush +ltrim +lrange",
     "+sadd +srem +smembers",
     "+zadd +zrem +zcard +zcount +zscore +zrange +zrangebyscore +zremrangebyscore",
     "+xadd +xack +xdel +xlen +xrange +xrevrange +xread +xreadgroup +xautoclaim",

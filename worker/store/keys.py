@@ -130,6 +130,11 @@ class AccountKeys:
         """Present, with a TTL, while the token budget is spent; value is the reason."""
         return f"{self._base}:token:wait"
 
+    @property
+    def actions(self) -> str:
+        """List of operators' actions (JSON objects), newest first, capped."""
+        return f"{self._base}:actions"
+
     def drain(self, tag: str) -> str:
         """Hash of one ``drain`` of one file: its progress, for resuming."""
         return f"{self._base}:drain:{tag}"
