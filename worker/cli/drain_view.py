@@ -3,7 +3,9 @@
 The live panel is redrawn about once a second from ``status`` (the same
 numbers ``ozonetel-purge status`` prints) and from the drain's own progress.
 Done and dead are counted from the start of this run, since the account's
-counters also hold earlier runs and other producers' work.
+counters also hold earlier runs and other producers' work. The same numbers
+are published in Redis for the operator console (:mod:`worker.drain.progress`)
+at the same pace, on a terminal or not, and once more when the drain ends.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
@@ -28,8 +30,11 @@ from worker.cli.safe_text import safe_text, visible
 from worker.cli.views import duration
 from worker.config.settings import Settings
 from worker.drain.batch import DrainProgress, DrainSpec
+from worker.drain.progress import publish
 from worker.drain.report import REPORT_OUTCOMES, Summary
-from worker.logs import configure_logging
+from worker.logs import configure_logging, get_logger
+
+log = get_logger(__name__)
 
 REFRESH_S = 1.0
 
@@ -83,36 +88,96 @@ def live_panel(
     return Group(title, grid)
 
 
+def progress_snapshot(
+    spec: DrainSpec,
+    progress: DrainProgress,
+    status: dict[str, Any] | None,
+    baseline: tuple[int, int],
+) -> dict[str, int | str]:
+    """The panel's numbers, as :func:`worker.drain.progress.publish` takes them."""
+    snapshot: dict[str, int | str] = {
+        "file": spec.path.name,
+        "phase": progress.phase,
+        "rows": progress.rows_read,
+        "queued": progress.queued,
+        "rejected": progress.rejected,
+    }
+    if status is not None:
+        done, dead = _counts(status)
+        snapshot["done"], snapshot["dead"] = done - baseline[0], dead - baseline[1]
+    return snapshot
+
+
 @contextlib.asynccontextmanager
 async def live_view(
     console: Console, redis: Redis, settings: Settings, spec: DrainSpec, progress: DrainProgress
 ) -> AsyncIterator[None]:
-    """Redraw the panel every second while the body runs; nothing off a terminal."""
-    if not console.is_terminal:
-        yield
-        return
+    """Redraw the panel every second while the body runs, on a terminal only; and
+    publish the same numbers for the operator console, on a terminal or not."""
     baseline = _counts(await account_status(redis, settings, spec.keys.account))
-
-    async def redraw(live: Live) -> None:
-        status: dict[str, Any] | None = None
-        while True:
-            # A Redis hiccup costs a frame, never the drain: the pool rides it out.
-            with contextlib.suppress(RedisError, OSError):
-                status = await account_status(redis, settings, spec.keys.account)
-            live.update(live_panel(spec, progress, status, baseline), refresh=True)
-            await asyncio.sleep(REFRESH_S)
+    if not console.is_terminal:
+        async with _refreshing(redis, settings, spec, progress, baseline, None):
+            yield
+        return
 
     panel = live_panel(spec, progress, None, baseline)
     with Live(panel, console=console, auto_refresh=False, transient=True) as live:
+
+        def redraw(status: dict[str, Any] | None) -> None:
+            live.update(live_panel(spec, progress, status, baseline), refresh=True)
+
         level = _quiet_logs()
-        task = asyncio.create_task(redraw(live))
         try:
-            yield
+            async with _refreshing(redis, settings, spec, progress, baseline, redraw):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             configure_logging(level=logging.getLevelName(level).lower())
+
+
+@contextlib.asynccontextmanager
+async def _refreshing(
+    redis: Redis,
+    settings: Settings,
+    spec: DrainSpec,
+    progress: DrainProgress,
+    baseline: tuple[int, int],
+    show: Callable[[dict[str, Any] | None], None] | None,
+) -> AsyncIterator[None]:
+    """Once a second while the body runs: read the status, show it, publish it;
+    and after a body that ended normally (phase "done"), publish once more."""
+
+    async def read_status() -> dict[str, Any] | None:
+        # A Redis hiccup costs a frame, never the drain: the pool rides it out.
+        with contextlib.suppress(RedisError, OSError):
+            return await account_status(redis, settings, spec.keys.account)
+        return None
+
+    async def publish_now(status: dict[str, Any] | None) -> None:
+        snapshot = progress_snapshot(spec, progress, status, baseline)
+        try:
+            await publish(redis, spec.keys, spec.tag, snapshot, ttl_s=settings.result_ttl_s)
+        except (RedisError, OSError) as exc:
+            # The console's view of the drain, never the drain itself.
+            log.debug("drain.progress_not_published", error=exc)
+
+    async def refresh() -> None:
+        status: dict[str, Any] | None = None
+        while True:
+            status = await read_status() or status
+            if show is not None:
+                show(status)
+            await publish_now(status)
+            await asyncio.sleep(REFRESH_S)
+
+    task = asyncio.create_task(refresh())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # Not reached when the body raised (a second Ctrl-C): nothing more waits on Redis then.
+    await publish_now(await read_status())
 
 
 def _quiet_logs() -> int:

@@ -135,6 +135,11 @@ class AccountKeys:
         """List of operators' actions (JSON objects), newest first, capped."""
         return f"{self._base}:actions"
 
+    @property
+    def drains(self) -> str:
+        """Set of the tags of drains that published their progress, for the console."""
+        return f"{self._base}:drains"
+
     def drain(self, tag: str) -> str:
         """Hash of one ``drain`` of one file: its progress, for resuming."""
         return f"{self._base}:drain:{tag}"
