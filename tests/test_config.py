@@ -219,3 +219,37 @@ def test_any_environment_gives_settings_or_one_config_error_without_a_secret(
     assert isinstance(loaded, Settings)
     loaded.validate()
     assert API_KEY not in repr(loaded) and PRODUCER_KEY not in repr(loaded)
+
+
+def test_operator_keys_name_their_role_and_are_held_to_the_key_rules(tmp_path: Path) -> None:
+    env = {"OZP_OPERATOR_KEYS": "alice:alice-key-0123456789, rita:rita-key-0123456789:read"}
+    settings_ = load_settings(env)
+    assert {n: k.reveal() for n, k in settings_.operator_keys.items()} == {
+        "alice": "alice-key-0123456789",
+        "rita": "rita-key-0123456789",
+    }
+    assert settings_.operator_roles == {"alice": "operate", "rita": "read"}
+    # A key that holds a colon keeps it when no role follows.
+    colon = load_settings({"OZP_OPERATOR_KEYS": "bo:abc:defghijklmnopqrst"})
+    assert colon.operator_keys["bo"].reveal() == "abc:defghijklmnopqrst"
+    toml = tmp_path / "c.toml"
+    toml.write_text('[operators.sam]\nkey = "sam-key-0123456789ab"\nrole = "read"\n')
+    assert load_settings({"OZP_CONFIG": str(toml)}).operator_roles == {"sam": "read"}
+    refused = {
+        "bo:short": "at least 16 characters",
+        "b o:long-enough-key-0000": "names are 1-64",
+        "alice:same-key-0123456789,bob:same-key-0123456789": "share a key",
+        "alice": "expected name:key",
+    }
+    for value, message in refused.items():
+        with pytest.raises(ConfigError, match=message) as raised:
+            load_settings({"OZP_OPERATOR_KEYS": value})
+        assert "0123456789" not in str(raised.value)
+    bad_role = tmp_path / "r.toml"
+    bad_role.write_text('[operators.sam]\nkey = "sam-key-0123456789ab"\nrole = "admin"\n')
+    with pytest.raises(ConfigError, match="role must be one of operate, read"):
+        load_settings({"OZP_CONFIG": str(bad_role)})
+    with pytest.raises(ConfigError, match="must differ from every other key"):
+        load_settings(
+            {"OZP_OPERATOR_KEYS": "a:shared-key-01234567", "OZP_OPS_KEY": "shared-key-01234567"}
+        )

@@ -40,6 +40,7 @@ app.add_typer(token.token_app, name="token")
 app.command()(running.pause)
 app.command()(running.resume)
 app.command()(running.exporter)
+app.command()(running.console)
 app.command()(simulate.simulate)
 app.command()(draining.demo)
 

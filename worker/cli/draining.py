@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from importlib.resources import as_file
 from pathlib import Path
 from typing import Annotated
@@ -29,7 +30,7 @@ from worker.cli.app import (
 )
 from worker.cli.drain_view import live_view, summary_footer, summary_table
 from worker.cli.safe_text import visible
-from worker.config.settings import Settings
+from worker.config.settings import Secret, Settings
 from worker.drain.batch import DrainProgress, DrainSpec, Phase, drain
 from worker.drain.rows import file_tag
 from worker.drain.state import private_redis
@@ -120,6 +121,17 @@ def demo(
         Path | None,
         typer.Option(metavar="DIR", help="Where the report goes. Default: a new temporary dir."),
     ] = None,
+    console: Annotated[
+        bool,
+        typer.Option(
+            "--console",
+            help="Also serve the operator console on 127.0.0.1 (a one-time key is printed), "
+            "and keep it up after the drain until Ctrl-C.",
+        ),
+    ] = False,
+    console_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="The console's port (0: any free one).")
+    ] = 8090,
 ) -> None:
     """Watch a drain from start to end, without Ozonetel and without your Redis.
 
@@ -127,6 +139,8 @@ def demo(
     vendor's clock 30 times faster (100 requests per 2 s instead of per minute),
     and drains a sample list of a few hundred rows through it: the same code as
     `drain`. Nothing of yours is read or changed; the environment is ignored.
+    With --console, open the printed URL and sign in with the printed key to
+    watch the same drain in the browser.
     """
     from worker import demo as props
     from worker.simulator import start as start_simulator
@@ -153,13 +167,42 @@ def demo(
                 redis = await connect(server.url)
                 try:
                     rejects = report_dir / REJECTS_NAME
-                    return await drain_and_show(redis, settings, spec, report_dir, rejects, True)
+                    if not console:
+                        return await drain_and_show(
+                            redis, settings, spec, report_dir, rejects, True
+                        )
+                    return await _with_console(
+                        redis, settings, console_port,
+                        drain_and_show(redis, settings, spec, report_dir, rejects, True),
+                    )  # fmt: skip
                 finally:
                     await redis.aclose()
             finally:
                 await runner.cleanup()
 
     execute(work)
+
+
+async def _with_console(
+    redis: Redis, settings: Settings, port: int, run: Coroutine[None, None, int]
+) -> int:
+    """Run the demo with the console served beside it, then keep serving
+    until Ctrl-C, so there is time to look around once the drain is over."""
+    from worker.console.app import create_console_app
+    from worker.http.api import listening
+
+    key = f"demo-{secrets.token_urlsafe(18)}"
+    settings = settings.with_overrides(operator_keys={"demo": Secret(key)})
+    async with listening(settings, redis, "127.0.0.1", port, create_console_app) as server:
+        err.print(
+            f"console on http://127.0.0.1:{server.port}/console, sign in with {key}",
+            markup=False,
+        )
+        code = await run
+        if code != EXIT_INTERRUPTED:
+            err.print("the console stays up until Ctrl-C", markup=False)
+            await stop_on_signals().wait()
+    return code
 
 
 def _report_dir(path: Path) -> Path:

@@ -22,6 +22,7 @@ from worker.cli.app import (
 )
 from worker.cli.safe_text import visible
 from worker.config.settings import DEFAULT_HTTP_BIND, Settings
+from worker.errors import BadInput
 from worker.store.connection import redis_client, wait_until_reachable
 
 
@@ -164,6 +165,49 @@ def exporter(
         redis = redis_client(settings.redis_url_or_default)
         try:
             await serve_http(settings, redis, host, port, stopping, create_exporter_app)
+        finally:
+            await redis.aclose()
+        return EXIT_OK
+
+    execute(work)
+
+
+DEFAULT_CONSOLE_BIND = "8090"
+
+
+def console(
+    http: Annotated[
+        str,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Where to serve the console, e.g. 0.0.0.0:8090; a bare port listens on "
+            "loopback only.",
+        ),
+    ] = DEFAULT_CONSOLE_BIND,
+) -> None:
+    """Serve the operator console alone, against the configured Redis.
+
+    The same console `run --http` serves beside the API, for a laptop pointed
+    at a Redis: overview, rate chart, dead letters, results, pause and resume.
+    Operators sign in with a key of OZP_OPERATOR_KEYS (name:key, or
+    name:key:read for a read-only operator); without it there is no console.
+    """
+
+    async def work(settings: Settings) -> int:
+        from worker.console.app import create_console_app
+        from worker.http.api import listening, parse_bind
+
+        if not settings.operator_keys:
+            raise BadInput(
+                "the console is off: set OZP_OPERATOR_KEYS=name:key (16+ characters) to turn it on"
+            )
+        host, port = parse_bind(http)
+        stopping = stop_on_signals()
+        redis = redis_client(settings.redis_url_or_default)
+        try:
+            async with listening(settings, redis, host, port, create_console_app) as server:
+                err.print(f"console on http://{host}:{server.port}/console", markup=False)
+                await stopping.wait()
         finally:
             await redis.aclose()
         return EXIT_OK

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -75,6 +76,10 @@ HTTP_KEEPALIVE_S = 30.0
 MIN_KEY_LENGTH = 16
 # The producer-accounts entry meaning "every configured account".
 ALL_ACCOUNTS = "*"
+# The operator console: who may sign in, and what they may do.
+OPERATOR_ROLES = ("operate", "read")
+OPERATOR_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+DEFAULT_CONSOLE_SESSION_S = 8 * 3600
 # Ceilings that catch a typo (an extra zero, inf) before it does harm.
 _MAX_SECONDS = 365 * 86400.0
 _MAX_COUNT = 1_000_000_000
@@ -184,6 +189,10 @@ class Settings:
     http_body_timeout_s: float = DEFAULT_HTTP_BODY_TIMEOUT_S
     # When set, /metrics and /openapi.json answer only to this bearer key.
     ops_key: Secret = field(default_factory=lambda: Secret(""))
+    # Operators of the console, by name: their keys and roles. None: no console.
+    operator_keys: Mapping[str, Secret] = field(default_factory=dict)
+    operator_roles: Mapping[str, str] = field(default_factory=dict)
+    console_session_s: int = DEFAULT_CONSOLE_SESSION_S
     # Allow an http:// vendor URL off loopback (the API key would travel in
     # clear text); for a staging simulator on a private network only.
     allow_insecure_vendor_url: bool = False
@@ -237,6 +246,7 @@ class Settings:
         if self.ops_key and len(self.ops_key.reveal()) < MIN_KEY_LENGTH:
             raise ConfigError(f"OZP_OPS_KEY must be at least {MIN_KEY_LENGTH} characters")
         self._validate_producers()
+        self._validate_operators()
         for account in self.accounts.values():
             _validate_account(account, self.allow_insecure_vendor_url)
 
@@ -265,6 +275,26 @@ class Settings:
         for name in self.producer_accounts:
             if name not in self.producer_keys:
                 raise ConfigError(f"producer {name!r}: accounts listed but no key")
+
+    def _validate_operators(self) -> None:
+        producer_keys = {key.reveal() for key in self.producer_keys.values()}
+        for name, key in self.operator_keys.items():
+            if not OPERATOR_NAME.fullmatch(name):
+                raise ConfigError(
+                    f"operator {shown_value(name)}: names are 1-64 letters, digits, '_', '.', '-'"
+                )
+            if len(key.reveal()) < MIN_KEY_LENGTH:
+                raise ConfigError(
+                    f"operator {name!r}: keys must be at least {MIN_KEY_LENGTH} characters"
+                )
+            if key.reveal() in producer_keys or key.reveal() == self.ops_key.reveal():
+                raise ConfigError(f"operator {name!r}: the key must differ from every other key")
+            if self.operator_roles.get(name, "operate") not in OPERATOR_ROLES:
+                raise ConfigError(
+                    f"operator {name!r}: the role must be one of {', '.join(OPERATOR_ROLES)}"
+                )
+        if len({key.reveal() for key in self.operator_keys.values()}) < len(self.operator_keys):
+            raise ConfigError("two operators share a key: each operator needs a key of their own")
 
 
 def _check_numbers(values: object, table: Mapping[str, tuple[str, Parser, float]]) -> None:
@@ -342,6 +372,7 @@ GLOBAL_ENV: dict[str, tuple[str, Parser, float]] = {
     "OZP_HTTP_HEADER_TIMEOUT_S": ("http_header_timeout_s", float, 3600.0),
     "OZP_HTTP_BODY_TIMEOUT_S": ("http_body_timeout_s", float, 3600.0),
     "OZP_OPS_KEY": ("ops_key", Secret, 0),
+    "OZP_CONSOLE_SESSION_S": ("console_session_s", int, 30 * 86400.0),
     "OZP_ALLOW_INSECURE_VENDOR_URL": ("allow_insecure_vendor_url", bool, 0),
 }
 # ... and for the account the environment describes.

@@ -26,6 +26,7 @@ from worker.config.settings import (
     DEFAULT_ACCOUNT,
     GLOBAL_ENV,
     GLOBAL_FIELDS,
+    OPERATOR_ROLES,
     AccountSettings,
     Parser,
     Secret,
@@ -144,6 +145,39 @@ def _producers(table: Any, from_env: str) -> Producers:
     return keys, accounts
 
 
+def _operators(table: Any, from_env: str) -> tuple[dict[str, Secret], dict[str, str]]:
+    """Operator keys and roles of the console.
+
+    TOML: ``[operators]`` with ``name = "key"``, or ``[operators.name]`` with
+    ``key = "..."`` and ``role = "operate" | "read"``. Environment
+    (``OZP_OPERATOR_KEYS``): ``name:key`` or ``name:key:read`` separated by
+    commas; the role, if any, is after the last colon.
+    """
+    if not isinstance(table, dict):
+        raise ConfigError("OZP_CONFIG: [operators] must be a table of name = key")
+    keys: dict[str, Secret] = {}
+    roles: dict[str, str] = {}
+    for name, entry in table.items():
+        if isinstance(entry, dict):
+            if set(entry) - {"key", "role"} or not isinstance(entry.get("key"), str):
+                raise ConfigError(f'operator {name!r}: expected key = "..." and role')
+            keys[name] = Secret(entry["key"])
+            roles[name] = str(entry.get("role", "operate"))
+        elif isinstance(entry, str):
+            keys[name], roles[name] = Secret(entry), "operate"
+        else:
+            raise ConfigError(f"operator {name!r}: the key must be text")
+    for item in filter(None, (p.strip() for p in from_env.split(","))):
+        name, sep, rest = item.partition(":")
+        if not sep or not rest:
+            raise ConfigError("OZP_OPERATOR_KEYS: expected name:key or name:key:read, by commas")
+        key, colon, role = rest.rpartition(":")
+        if not colon or role not in OPERATOR_ROLES:
+            key, role = rest, "operate"
+        keys[name.strip()], roles[name.strip()] = Secret(key.strip()), role
+    return keys, roles
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build and validate the settings; raise :class:`ConfigError` with one line."""
     env = os.environ if environ is None else environ
@@ -156,8 +190,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if keys:
         global_values["producer_keys"] = keys
         global_values["producer_accounts"] = producer_accounts
+    operators, roles = _operators(document.get("operators", {}), env.get("OZP_OPERATOR_KEYS", ""))
+    if operators:
+        global_values["operator_keys"] = operators
+        global_values["operator_roles"] = roles
     for key, raw in document.items():
-        if key in ("accounts", "producers"):
+        if key in ("accounts", "producers", "operators"):
             continue
         if key not in GLOBAL_FIELDS:
             raise ConfigError(f"OZP_CONFIG: unknown setting {key!r}")

@@ -4,6 +4,7 @@
     GET  /v1/deletions/{id}  how a job ended, if it has (bearer key)   200
     GET  /openapi.json       the OpenAPI document of all of this       (ops key, if set)
     GET  /healthz, /readyz, /metrics                                   (http_ops)
+    /console, /console/api/...  the operator console   (worker.console, operator keys)
 
 Every answer is JSON, ``{"error": ...}`` for a refusal, with ``errors:
 [{index, reason}]`` for refused items; no traceback or exception text ever
@@ -43,6 +44,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.config.settings import DEFAULT_HTTP_BIND, HTTP_KEEPALIVE_S, Settings
+from worker.console.app import add_console_routes
 from worker.errors import BadInput
 from worker.http.limits import ConnectionGuard, GuardedHandler, TokenBucket
 from worker.http.openapi import openapi_document
@@ -261,6 +263,8 @@ def create_http_app(settings: Settings, redis: Redis) -> web.Application:
     app.router.add_get("/v1/deletions/{id}", get_deletion)
     app.router.add_get("/openapi.json", get_openapi)
     add_ops_routes(app, settings, own_metrics)
+    # The operator console beside the API (off, and saying so, without operator keys).
+    add_console_routes(app, settings, redis)
     return app
 
 

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from worker.queue.jobs import Job, dedupe_digest, new_job_id
 from worker.results.records import dead_letter_view
 from worker.store.keys import AccountKeys
 from worker.store.lua import register
-from worker.store.stream_reads import entries_from
+from worker.store.stream_reads import as_entries, entries_from
 from worker.vendor.outcomes import MALFORMED
 
 PAGE = 200  # letters deleted per call of results/purge.lua
@@ -92,26 +93,42 @@ async def replay(
     async for letter in letters(redis, keys, reason):
         if limit is not None and counts.replayed + counts.already_queued >= limit:
             break
-        if not letter.replayable:
-            counts.unreplayable += 1
-            continue
-        job = letter.replay_job()
-        args: list[str] = [letter.entry_id, dedupe_digest(job.campaign, job.phone)]
-        for name, value in job.to_fields().items():
-            args += [name, value]
-        # Replays share the retry lane, and with it the retries' capped share
-        # of the allowance: a mass replay cannot starve fresh work.
-        verdict = await script(
-            keys=[keys.retry, keys.dlq, keys.pending, keys.dlq_reasons], args=args
-        )
-        match verdict[0]:
-            case "queued":
-                counts.replayed += 1
-            case "pending":
-                counts.already_queued += 1
-            case _:
-                counts.gone += 1
+        await _replay_letter(script, keys, letter, counts)
     return counts
+
+
+async def replay_one(redis: Redis, keys: AccountKeys, entry_id: str) -> ReplayCounts:
+    """Queue one dead letter again, by its entry id (``gone`` if there is none)."""
+    counts = ReplayCounts()
+    found = as_entries(await redis.xrange(keys.dlq, entry_id, entry_id, count=1))
+    if not found:
+        counts.gone += 1
+        return counts
+    letter = Letter(*found[0])
+    await _replay_letter(register(redis, "results/replay"), keys, letter, counts)
+    return counts
+
+
+async def _replay_letter(
+    script: AsyncScript, keys: AccountKeys, letter: Letter, counts: ReplayCounts
+) -> None:
+    if not letter.replayable:
+        counts.unreplayable += 1
+        return
+    job = letter.replay_job()
+    args: list[str] = [letter.entry_id, dedupe_digest(job.campaign, job.phone)]
+    for name, value in job.to_fields().items():
+        args += [name, value]
+    # Replays share the retry lane, and with it the retries' capped share
+    # of the allowance: a mass replay cannot starve fresh work.
+    verdict = await script(keys=[keys.retry, keys.dlq, keys.pending, keys.dlq_reasons], args=args)
+    match verdict[0]:
+        case "queued":
+            counts.replayed += 1
+        case "pending":
+            counts.already_queued += 1
+        case _:
+            counts.gone += 1
 
 
 async def purge(redis: Redis, keys: AccountKeys, reason: str | None = None) -> int:

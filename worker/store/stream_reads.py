@@ -15,14 +15,15 @@ Entry = tuple[str, dict[str, str]]
 PAGE = 200
 
 
-def _entries(reply: Any) -> list[Entry]:
+def as_entries(reply: Any) -> list[Entry]:
+    """An XRANGE-style reply as (id, fields) pairs of text."""
     return [(str(entry_id), dict(fields or {})) for entry_id, fields in reply or []]
 
 
 async def entries_from(redis: Redis, key: str, start: str = "-") -> AsyncIterator[Entry]:
     """Every entry from ``start`` (inclusive) on, oldest first, ``PAGE`` at a time."""
     while True:
-        page = _entries(await redis.xrange(key, min=start, max="+", count=PAGE))
+        page = as_entries(await redis.xrange(key, min=start, max="+", count=PAGE))
         for entry in page:
             yield entry
         if len(page) < PAGE:
@@ -33,12 +34,12 @@ async def entries_from(redis: Redis, key: str, start: str = "-") -> AsyncIterato
 
 async def latest(redis: Redis, key: str, count: int) -> list[Entry]:
     """The newest ``count`` entries, oldest first."""
-    return list(reversed(_entries(await redis.xrevrange(key, max="+", min="-", count=count))))
+    return list(reversed(as_entries(await redis.xrevrange(key, max="+", min="-", count=count))))
 
 
 async def last_id(redis: Redis, key: str) -> str:
     """The newest entry's id, or ``0-0`` for an empty or missing stream."""
-    newest = _entries(await redis.xrevrange(key, max="+", min="-", count=1))
+    newest = as_entries(await redis.xrevrange(key, max="+", min="-", count=1))
     return newest[0][0] if newest else "0-0"
 
 
@@ -49,4 +50,4 @@ async def entries_after(redis: Redis, key: str, after_id: str, block_ms: int) ->
         return []
     # RESP2 answers a list of [key, entries]; RESP3 a map of key -> entries.
     streams = reply.items() if isinstance(reply, dict) else reply
-    return [entry for _, entries in streams for entry in _entries(entries)]
+    return [entry for _, entries in streams for entry in as_entries(entries)]
