@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from worker import demo
@@ -98,3 +99,45 @@ async def test_demo_drains_the_sample_and_prints_its_outcomes(tmp_path: Path) ->
     assert summary["outcomes"]["deleted"] == expected["deleted"]
     with (report / "outcomes.csv").open(newline="") as handle:
         assert sum(1 for _ in csv.DictReader(handle)) == expected["total"]
+
+
+async def test_demo_console_serves_the_demos_drain_until_stopped(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OZP_", "OZONETEL_"))}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker", "demo", "--report", str(tmp_path / "report"),
+        "--console", "--console-port", "0",
+        env=env, cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(60):
+            announced = ""
+            while "sign in with" not in announced:
+                announced = (await process.stderr.readline()).decode()
+                assert announced, "demo ended without serving the console"
+            match = re.search(r"(http://127\.0\.0\.1:\d+)/console, sign in with (\S+)", announced)
+            assert match, announced
+            base, key = match[1], match[2]
+            # unsafe: the cookie jar keeps cookies of an IP address (127.0.0.1) only so.
+            jar = aiohttp.CookieJar(unsafe=True)
+            async with aiohttp.ClientSession(cookie_jar=jar) as session:
+                signed_in = await session.post(
+                    f"{base}/console/login", data={"key": key}, allow_redirects=False
+                )
+                assert signed_in.status == 303 and signed_in.headers["Location"] == "/console"
+                while "stays up" not in announced:
+                    announced = (await process.stderr.readline()).decode()
+                    assert announced, "demo ended before the drain was over"
+                overview = await (await session.get(f"{base}/console/api/overview")).json()
+            entry = overview["accounts"][demo.DEMO_ACCOUNT]
+            expected = expected_counts()
+            # The drain is over and the console shows its end state.
+            assert entry["done"] == expected["deleted"]
+            assert entry["dead"] == expected["dead"]
+            assert entry["queued"] == {"urgent": 0, "bulk": 0} and entry["in_flight"] == 0
+            process.terminate()
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
