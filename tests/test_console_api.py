@@ -345,3 +345,14 @@ async def test_wrong_keys_are_slowed_down_per_address(
         headers={"Origin": "https://evil.example"},
     )
     assert cross_site.status == 403 and "Set-Cookie" not in cross_site.headers
+    # Our own form's post, as a browser sends it under Referrer-Policy: no-referrer.
+    own_form = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    for headers, status in (
+        (own_form, 303),
+        ({"Origin": "null"}, 403),
+        ({"Sec-Fetch-Site": "cross-site"}, 403),
+    ):
+        answer = await client.post(
+            "/console/login", data={"key": ALICE}, allow_redirects=False, headers=headers
+        )
+        assert answer.status == status, headers

@@ -11,6 +11,7 @@ timeout, console script, environment variables) are read from the product.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import shutil
@@ -30,6 +31,7 @@ from worker.config.settings import DEFAULT_ACCOUNT, DEFAULT_KEY_PREFIX, DEFAULT_
 from worker.store.keys import LANES, AccountKeys
 
 ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = ROOT / "pyproject.toml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "docker-compose.yml"
@@ -787,3 +789,24 @@ def test_the_prometheus_rule_is_the_alert_rules_file() -> None:
     (rule,) = [doc for doc in _monitoring_objects() if doc["kind"] == "PrometheusRule"]
     rules_file = _yaml().safe_load((ROOT / "deploy" / "prometheus" / "rules.yml").read_text())
     assert rule["spec"]["groups"] == rules_file["groups"], "see tests/test_alerts.py"
+
+
+def test_every_data_file_of_the_package_is_in_the_wheel() -> None:
+    """package-data covers each non-Python file under worker/ (Lua, pages, data),
+    so an installed package, and the image, hold what the source tree does."""
+    package_data = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]
+    package = ROOT / "worker"
+    for path in package.rglob("*"):
+        if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+            continue
+        covered = False
+        for directory in path.relative_to(ROOT).parents:
+            if not (ROOT / directory / "__init__.py").exists():
+                continue
+            dotted = ".".join(directory.parts)
+            rest = path.relative_to(ROOT / directory).as_posix()
+            patterns = [*package_data.get("*", []), *package_data.get(dotted, [])]
+            if any(fnmatch.fnmatchcase(rest, pattern) and ("/" in pattern) == ("/" in rest)
+                   for pattern in patterns):  # fmt: skip
+                covered = True
+        assert covered, f"{path.relative_to(ROOT)} is not in package-data"
