@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 import structlog
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from worker.config.settings import AccountSettings, Secret, Settings
@@ -163,3 +164,22 @@ async def eventually(check: Callable[[], Awaitable[object]], timeout_s: float = 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s: {check}")
         await asyncio.sleep(0.02)
+
+
+AppClient = TestClient[web.Request, web.Application]
+
+
+@pytest.fixture
+async def app_client() -> AsyncIterator[Callable[[web.Application], Awaitable[AppClient]]]:
+    """Serve an aiohttp app of ours on loopback; each is closed after the test."""
+    clients: list[AppClient] = []
+
+    async def start(app: web.Application) -> AppClient:
+        client: AppClient = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()

@@ -7,13 +7,13 @@ The pages themselves are driven in a real browser in tests/browser.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
@@ -48,18 +48,11 @@ def console_settings(redis_url: str, prefix: str, **account: Any) -> Settings:
 
 
 @pytest.fixture
-async def start() -> AsyncIterator[Callable[[Settings, Redis], Awaitable[Client]]]:
-    clients: list[Client] = []
-
+def start(app_client: Any) -> Callable[[Settings, Redis], Awaitable[Client]]:
     async def make(settings: Settings, redis: Redis) -> Client:
-        client: Client = TestClient(TestServer(create_console_app(settings, redis)))
-        await client.start_server()
-        clients.append(client)
-        return client
+        return cast(Client, await app_client(create_console_app(settings, redis)))
 
-    yield make
-    for client in clients:
-        await client.close()
+    return make
 
 
 async def sign_in(client: Client, key: str) -> str:

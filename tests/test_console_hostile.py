@@ -4,13 +4,8 @@ traceback or a secret."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import http.client
 import io
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
@@ -22,12 +17,11 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from tests.conftest import make_settings
+from tests.live_server import exchange, serving
 from tests.test_http_hostile import HOSTILE, request
 from worker.config.settings import Secret
 from worker.console.app import create_console_app
-from worker.http.api import listening
 from worker.logs import configure_logging
-from worker.store.connection import redis_client
 
 OPERATOR_KEY = "hostile-operator-key-0001"
 ACTIONS = ["pause", "resume", "replay", "purge", "lookup", "reveal"]
@@ -45,15 +39,7 @@ class Console:
         return {"Cookie": f"ozp_console={self.cookie}"}
 
     def exchange(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
-            sock.sendall(raw)
-            response = http.client.HTTPResponse(sock, method=raw.split(b" ", 1)[0].decode())
-            response.begin()
-            return (
-                response.status,
-                {k.lower(): v for k, v in response.getheaders()},
-                response.read(),
-            )
+        return exchange(self.port, raw)
 
 
 @pytest.fixture
@@ -63,39 +49,24 @@ def console(redis_url: str, key_prefix: str) -> Iterator[Console]:
     )
     log = io.StringIO()
     configure_logging(level="debug", json=True, stream=log)
-    loop, stopping = asyncio.new_event_loop(), asyncio.Event()
-    port: concurrent.futures.Future[int] = concurrent.futures.Future()
-
-    async def serve() -> None:
-        async with (
-            redis_client(redis_url) as client,
-            listening(settings, client, "127.0.0.1", 0, create_console_app) as server,
-        ):
-            port.set_result(server.port)
-            await stopping.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),))
-    thread.start()
     try:
-        live = Console(port.result(timeout=10), "", "", log)
-        form = f"key={quote(OPERATOR_KEY)}".encode()
-        status, headers, _ = live.exchange(
-            request(
-                "POST",
-                "/console/login",
-                {"Content-Type": "application/x-www-form-urlencoded"},
-                form,
+        with serving(settings, create_console_app) as port:
+            live = Console(port, "", "", log)
+            form = f"key={quote(OPERATOR_KEY)}".encode()
+            status, headers, _ = live.exchange(
+                request(
+                    "POST",
+                    "/console/login",
+                    {"Content-Type": "application/x-www-form-urlencoded"},
+                    form,
+                )
             )
-        )
-        assert status == 303
-        live.cookie = SimpleCookie(headers["set-cookie"])["ozp_console"].value
-        _, _, body = live.exchange(request("GET", "/console/api/session", live.auth()))
-        live.csrf = json.loads(body)["csrf"]
-        yield live
+            assert status == 303
+            live.cookie = SimpleCookie(headers["set-cookie"])["ozp_console"].value
+            _, _, body = live.exchange(request("GET", "/console/api/session", live.auth()))
+            live.csrf = json.loads(body)["csrf"]
+            yield live
     finally:
-        loop.call_soon_threadsafe(stopping.set)
-        thread.join(10)
-        loop.close()
         configure_logging(level="warning", json=True)
     text = log.getvalue()
     assert OPERATOR_KEY not in text and "Traceback" not in text

@@ -5,13 +5,8 @@ queued is in a lane, and no key reaches an answer or the log."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import http.client
 import io
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,10 +18,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import make_settings
+from tests.live_server import exchange, serving
 from worker.config.settings import AccountSettings, Secret
-from worker.http.api import listening
 from worker.logs import configure_logging
-from worker.store.connection import redis_client
 from worker.store.keys import AccountKeys
 
 KEYS = {"crm": "crm-key-hostile-0123456789", "batch": "batch-key-hostile-0123456789"}
@@ -50,15 +44,7 @@ class Live:
     log: io.StringIO
 
     def exchange(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-        """Send one raw request; the answer's status, headers and body."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
-            sock.sendall(raw)
-            # A HEAD answer declares a length but carries no body.
-            method = raw.split(b" ", 1)[0].decode("latin-1")
-            response = http.client.HTTPResponse(sock, method=method)
-            response.begin()
-            body = response.read()
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+        return exchange(self.port, raw)
 
     def queued_ids(self) -> set[str]:
         ids: set[str] = set()
@@ -85,26 +71,11 @@ def live(redis_url: str, key_prefix: str) -> Iterator[Live]:
     )
     log = io.StringIO()
     configure_logging(level="debug", json=True, stream=log)
-    loop, stopping = asyncio.new_event_loop(), asyncio.Event()
-    port: concurrent.futures.Future[int] = concurrent.futures.Future()
-
-    async def serve() -> None:
-        async with (
-            redis_client(redis_url) as client,
-            listening(server_settings, client, "127.0.0.1", 0) as server,
-        ):
-            port.set_result(server.port)
-            await stopping.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),))
-    thread.start()
     checker = sync_redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        yield Live(port.result(timeout=10), checker, key_prefix, log)
+        with serving(server_settings) as port:
+            yield Live(port, checker, key_prefix, log)
     finally:
-        loop.call_soon_threadsafe(stopping.set)
-        thread.join(10)
-        loop.close()
         checker.close()
         configure_logging(level="warning", json=True)
     text = log.getvalue()

@@ -13,12 +13,12 @@ import shutil
 import socket
 import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
@@ -73,18 +73,11 @@ def promtool_lint(text: str) -> None:
 
 
 @pytest.fixture
-async def exporter_client() -> AsyncIterator[Callable[[Settings, Redis], Awaitable[Client]]]:
-    clients: list[Client] = []
-
+def exporter_client(app_client: Any) -> Callable[[Settings, Redis], Awaitable[Client]]:
     async def make(settings: Settings, redis: Redis) -> Client:
-        client: Client = TestClient(TestServer(create_exporter_app(settings, redis)))
-        await client.start_server()
-        clients.append(client)
-        return client
+        return cast(Client, await app_client(create_exporter_app(settings, redis)))
 
-    yield make
-    for client in clients:
-        await client.close()
+    return make
 
 
 async def test_a_worker_counts_what_it_did_and_the_counts_need_no_redis(
