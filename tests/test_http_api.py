@@ -284,7 +284,8 @@ async def test_the_openapi_document_is_valid_and_covers_every_route(api: Client)
     routes = {
         (route.method.lower(), route.resource.canonical)
         for route in api.app.router.routes()
-        if route.resource is not None and route.method != "HEAD"
+        if route.resource is not None
+        and route.method != "HEAD"
         # The operator console is pages for people, documented in the README.
         and not route.resource.canonical.startswith("/console")
     }
