@@ -9,10 +9,14 @@ or the token.
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
 from worker.config.settings import AccountSettings
 from worker.errors import PermitExpired, SendRefused
@@ -37,46 +41,61 @@ class NotSent(Exception):
     """Abandoned before a byte was written: the permit's moment had passed."""
 
 
-async def _count_connection(
-    _session: aiohttp.ClientSession, context: SimpleNamespace, _params: object
-) -> None:
-    # aiohttp resends an idempotent request (DELETE is one) by itself when the
-    # connection drops, once, with no setting to turn it off. That resend
-    # would reach the vendor without a permit of its own. Every attempt takes
-    # a connection first, new or reused, so the second one is refused here,
-    # before anything is written to the socket.
-    context.connections = getattr(context, "connections", 0) + 1
-    if context.connections > 1:
-        raise SendRefused("refused aiohttp's automatic resend: one permit, one request")
+@dataclass
+class _Attempt:
+    """One request's right to be written: once, and not after ``send_by``."""
+
+    send_by: float | None
+    connections: int = 0
 
 
-async def _check_send_by(
-    _session: aiohttp.ClientSession, context: SimpleNamespace, _params: object
-) -> None:
-    # The last moment before the request is written: a connection is in hand.
-    # A process starved of CPU since its permit was checked would otherwise
-    # send into a later window than the permit was granted for.
-    send_by = (context.trace_request_ctx or {}).get("send_by")
-    if send_by is not None and time.monotonic() > send_by:
-        raise PermitExpired("the permit expired before the request could be written")
+# The request this task is making. aiohttp asks the connector for every
+# attempt from the task that made the request, its own resend included, so
+# the connector reads here whose permit a connection would be spent on.
+# (aiohttp's trace hooks see the request too, but a hook that raises leaves
+# the connection it was called about open and out of the pool: one socket
+# on each end kept for good per refusal.)
+_ATTEMPT: ContextVar[_Attempt | None] = ContextVar("vendor_attempt", default=None)
 
 
-def _one_attempt_per_request() -> aiohttp.TraceConfig:
-    trace = aiohttp.TraceConfig()
-    trace.on_connection_create_start.append(_count_connection)
-    trace.on_connection_reuseconn.append(_count_connection)
-    trace.on_connection_reuseconn.append(_check_send_by)
-    trace.on_connection_create_end.append(_check_send_by)
-    return trace
+class _OnePermitConnector(aiohttp.TCPConnector):
+    """Refuses an attempt that may not be written, with its connection in hand."""
+
+    async def connect(
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's own signature
+    ) -> Connection:
+        attempt = _ATTEMPT.get()
+        if attempt is None:
+            return await super().connect(req, traces, timeout)
+        # aiohttp resends an idempotent request (DELETE is one) by itself when
+        # the connection drops, once, with no setting to turn it off. That
+        # resend would reach the vendor without a permit of its own. It is
+        # refused before it takes a connection, so there is none to give back.
+        attempt.connections += 1
+        if attempt.connections > 1:
+            raise SendRefused("refused aiohttp's automatic resend: one permit, one request")
+        connection = await super().connect(req, traces, timeout)
+        # The last moment before the request is written: a connection is in
+        # hand. A process starved of CPU since its permit was checked would
+        # otherwise send into a later window than the permit was granted for.
+        if attempt.send_by is not None and time.monotonic() > attempt.send_by:
+            # Nothing was written on it, so it is as good as before: back to
+            # the pool, where the next request saves the handshake.
+            connection.release()
+            raise PermitExpired("the permit expired before the request could be written")
+        return connection
 
 
 def create_session(request_timeout_s: float) -> aiohttp.ClientSession:
     """The process's one HTTP session."""
     return aiohttp.ClientSession(
+        connector=_OnePermitConnector(),
         timeout=aiohttp.ClientTimeout(
             total=request_timeout_s, connect=min(10.0, request_timeout_s)
         ),
-        trace_configs=[_one_attempt_per_request()],
         raise_for_status=False,
     )
 
@@ -119,13 +138,10 @@ class OzonetelClient:
         body: dict[str, Any],
         send_by: float | None = None,
     ) -> Answer:
+        attempt = _ATTEMPT.set(_Attempt(send_by))
         try:
             async with self._session.request(
-                method,
-                self._base + path,
-                headers=headers,
-                json=body,
-                trace_request_ctx={"send_by": send_by},
+                method, self._base + path, headers=headers, json=body
             ) as response:
                 raw = await response.text(errors="replace")
                 return Answer(response.status, parse_body(raw), raw[:MAX_BODY_CHARS])
@@ -138,3 +154,5 @@ class OzonetelClient:
         except aiohttp.ClientError as exc:
             # The exception's text names the host and port, never a header.
             raise TransportFailure(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            _ATTEMPT.reset(attempt)
