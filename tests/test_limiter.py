@@ -126,3 +126,38 @@ async def test_permit_wait_is_measured_from_redis_time_not_the_host_clock(
     assert 0 < server_wait_s <= 5.1
     monkeypatch.setattr(time, "time", lambda: 3600.0)
     assert server_wait_s - 1.0 < second.seconds_until_slot() <= server_wait_s
+
+
+async def test_pacing_bounds_every_burst_and_costs_no_allowance(
+    redis: Redis, key_prefix: str
+) -> None:
+    # 100 per 2 s (the tests' vendor minute), bursts of 10: at most 10 in any
+    # 0.2 s, refilled at the allowance's own rate in between.
+    paced = _limiter(redis, key_prefix, rate_limit=100, rate_window_s=2.0, rate_margin_s=0.02)
+    unpaced = _limiter(redis, key_prefix + "u", rate_limit=100, rate_window_s=2.0,
+                       rate_margin_s=0.02, rate_burst=100)  # fmt: skip
+    count = 500  # five windows' worth, granted at once as reservations
+    paced_slots = [(await paced.acquire()).slot_us for _ in range(count)]
+    unpaced_slots = [(await unpaced.acquire()).slot_us for _ in range(count)]
+
+    # Never more than the burst in the time the allowance refills it ...
+    assert max_in_window(paced_slots, int(0.2 * MICROS)) == 10
+    # ... where the vendor's limit alone would let a whole window go at once.
+    assert max_in_window(unpaced_slots, int(0.2 * MICROS)) == 100
+    # Both keep the vendor's limit in every window widened by the margin.
+    for slots in (paced_slots, unpaced_slots):
+        assert max_in_window(slots, int(2.02 * MICROS)) == 100
+    # No cost in steady state: every grant comes exactly one widened window
+    # after the one a limit's worth before it, paced or not, so each window
+    # carries the whole allowance; pacing only spreads it within the window.
+    window_us = int(2.02 * MICROS)
+    for slots in (paced_slots, unpaced_slots):
+        assert all(slots[i] - slots[i - 100] == window_us for i in range(100, count))
+
+
+def test_pacing_is_off_when_the_burst_is_the_whole_allowance() -> None:
+    settings = make_settings(UNUSED_REDIS_URL, "p", rate_limit=100, rate_burst=100)
+    assert settings.account().pacing_cap is None
+    default = make_settings(UNUSED_REDIS_URL, "p", rate_limit=100, rate_window_s=60.0)
+    cap = default.account().pacing_cap
+    assert cap is not None and (cap.limit, cap.window_s) == (10, 6.0)

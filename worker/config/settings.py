@@ -35,6 +35,10 @@ VENDOR_TOKEN_BUDGET_WINDOW_S = 3600.0
 # Half a second of margin on a 60 s window costs 0.8 % of the allowance and
 # absorbs the spread between our grant time and the vendor's arrival time.
 DEFAULT_RATE_MARGIN_S = 0.5
+# Pacing: at most this many requests at once, the allowance refilled at its
+# own steady rate (limit / window) in between. 10 of the vendor's 100 a
+# minute: a burst never exceeds 6 s of allowance.
+DEFAULT_RATE_BURST = 10
 # Refresh when this share of the token's life is left: 6 minutes of a
 # 60-minute token, so at most about one generation per hour in steady state.
 TOKEN_REFRESH_AHEAD_SHARE = 0.1
@@ -133,6 +137,7 @@ class AccountSettings:
     # their other systems on the same account.
     rate_cap_per_hour: int | None = None
     rate_cap_per_day: int | None = None
+    rate_burst: int = DEFAULT_RATE_BURST
     token_ttl_s: float = VENDOR_TOKEN_TTL_S
     token_budget: int = VENDOR_TOKEN_BUDGET
     token_budget_window_s: float = VENDOR_TOKEN_BUDGET_WINDOW_S
@@ -146,6 +151,16 @@ class AccountSettings:
         if self.rate_cap_per_day is not None:
             caps.append(RateCap(self.rate_cap_per_day, 86400.0))
         return tuple(caps)
+
+    @property
+    def pacing_cap(self) -> RateCap | None:
+        """The smoothing: ``rate_burst`` in any window that the allowance's own
+        rate refills them in. Never binding in steady state (it allows exactly
+        the vendor's rate, and the vendor's window carries the safety margin),
+        so it costs no allowance; None when the burst is the whole limit."""
+        if self.rate_burst >= self.rate_limit:
+            return None
+        return RateCap(self.rate_burst, self.rate_burst * self.rate_window_s / self.rate_limit)
 
     @property
     def has_credentials(self) -> bool:
@@ -386,6 +401,7 @@ ACCOUNT_ENV: dict[str, tuple[str, Parser, float]] = {
     "OZP_RATE_MARGIN_S": ("rate_margin_s", float, 86400.0),
     "OZP_RATE_CAP_PER_HOUR": ("rate_cap_per_hour", int, _MAX_COUNT),
     "OZP_RATE_CAP_PER_DAY": ("rate_cap_per_day", int, _MAX_COUNT),
+    "OZP_RATE_BURST": ("rate_burst", int, _MAX_COUNT),
     "OZP_TOKEN_TTL_S": ("token_ttl_s", float, _MAX_SECONDS),
     "OZP_TOKEN_BUDGET": ("token_budget", int, _MAX_COUNT),
     "OZP_TOKEN_BUDGET_WINDOW_S": ("token_budget_window_s", float, _MAX_SECONDS),

@@ -51,9 +51,14 @@ class Limiter:
         self._redis = redis
         self._keys = keys
         self._margin_us = round(account.rate_margin_s * MICROS)
+        # (limit, window, margin) triples: the vendor's and the customer's caps
+        # carry the safety margin; the pacing is a smoothing inside them.
         self._caps: list[int] = []
         for cap in account.rate_caps:
-            self._caps += [cap.limit, round(cap.window_s * MICROS)]
+            self._caps += [cap.limit, round(cap.window_s * MICROS), self._margin_us]
+        pacing = account.pacing_cap
+        if pacing is not None:
+            self._caps += [pacing.limit, round(pacing.window_s * MICROS), 0]
         self._window_s = account.rate_window_s
         self._acquire = register(redis, "limiter/acquire")
         self._cool_down = register(redis, "limiter/cool_down")
@@ -87,7 +92,7 @@ class Limiter:
         permit_id = f"{self._tag}:{next(self._ids)}"
         slot, now = await self._acquire(
             keys=[self._keys.limiter, self._keys.cooldown],
-            args=[permit_id, self._margin_us, *self._caps],
+            args=[permit_id, *self._caps],
         )
         return Permit(permit_id, int(slot), int(now), time.monotonic())
 
