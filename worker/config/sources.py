@@ -6,6 +6,10 @@ variables override the file, and ``OZONETEL_API_KEY``/``OZONETEL_USERNAME``
 describe the account named by ``OZP_ACCOUNT`` (default ``default``). Every
 value is parsed strictly (:func:`_parse`) and the result validated by
 :meth:`worker.config.settings.Settings.validate`.
+
+Every secret may instead be read from a file: ``X_FILE`` in the environment
+for each variable ``X`` of :data:`SECRET_FILE_ENV`, ``api_key_file`` and
+``key_file`` (and ``redis_url_file``, ``ops_key_file``) in the TOML file.
 """
 
 from __future__ import annotations
@@ -39,6 +43,24 @@ from worker.errors import ConfigError
 # and a few thousand digits would make it raise something else than ValueError.
 _WHOLE_NUMBER = re.compile(r"[+-]?[0-9]{1,18}")
 _BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+# Each secret environment variable, and the one naming a file to read it from
+# instead (the convention of Docker and Kubernetes secrets): hundreds of
+# accounts' keys need not sit in one file or in every process's environment.
+SECRET_FILE_ENV = {
+    "OZONETEL_API_KEY": "OZONETEL_API_KEY_FILE",
+    "OZP_OPS_KEY": "OZP_OPS_KEY_FILE",
+    "OZP_PRODUCER_KEYS": "OZP_PRODUCER_KEYS_FILE",
+    "OZP_OPERATOR_KEYS": "OZP_OPERATOR_KEYS_FILE",
+    "REDIS_URL": "REDIS_URL_FILE",
+}
+# Lists of name:key entries, whose files may hold one entry per line.
+_LIST_SECRETS = ("OZP_PRODUCER_KEYS", "OZP_OPERATOR_KEYS")
+# The same for the secrets at the TOML file's top level.
+_TOML_SECRET_FILES = {"redis_url_file": "redis_url", "ops_key_file": "ops_key"}
+# A key or a URL is a few hundred bytes, a list of 300 producer keys some
+# 20 KiB: a larger file is the wrong one, and is not read into memory.
+MAX_SECRET_FILE_BYTES = 64 * 1024
 
 
 def _parse(name: str, parser: Parser, raw: Any) -> Any:
@@ -91,9 +113,100 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"OZP_CONFIG: cannot read {shown_value(path)}: {reason}") from None
 
 
-def _account_from_table(name: str, table: Any) -> AccountSettings:
+def _shown_path(path: str | Path) -> str:
+    """A path as a message shows it: quoted, on one line, its end kept, since
+    the file's name is what tells one account's secret from another's."""
+    text = repr(str(path))
+    return text if len(text) <= 100 else f"...{text[-97:]}"
+
+
+def _read_secret_file(setting: str, path: str | Path, *, entries: bool = False) -> str:
+    """The secret held in the file at ``path``, for ``setting``.
+
+    UTF-8 text (a leading byte-order mark dropped), its trailing line break
+    dropped; with ``entries``, its lines are entries as if separated by
+    commas. Every failure is one line naming ``setting`` and the path, never
+    anything the file holds.
+    """
+    where = f"{setting}: {_shown_path(path)}"
+    try:
+        with Path(path).open("rb") as handle:
+            raw = handle.read(MAX_SECRET_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file") from None
+    except (OSError, ValueError) as exc:  # a directory, no permission, a NUL in the name
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "bad path"
+        raise ConfigError(f"{where}: cannot read it: {reason}") from None
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(
+            f"{where}: larger than {MAX_SECRET_FILE_BYTES // 1024} KiB, so not a secret"
+        )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not UTF-8 text") from None
+    # echo and most editors end a file with a line break; no key ends with one.
+    text = text.rstrip("\r\n")
+    if entries:
+        text = ",".join(text.splitlines())
+    if not text.strip():
+        raise ConfigError(f"{where}: the file is empty")
+    if not text.isprintable():
+        # A key goes into an HTTP header and a URL onto one line: a second
+        # line or a control character is a mistake that would surface later,
+        # and less clearly, at the vendor or at Redis.
+        raise ConfigError(f"{where}: holds a second line or a character that is not printable")
+    return text
+
+
+def _secret_from_toml_file(setting: str, raw: Any, config_dir: Path) -> str:
+    """The secret in the file a TOML ``*_file`` setting names; a relative path
+    is taken from the TOML file's own directory, wherever the process runs."""
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(f"{setting}: expected the path of a file, got {shown_value(raw)}")
+    return _read_secret_file(setting, config_dir / raw)
+
+
+def _with_secret_files(env: Mapping[str, str]) -> Mapping[str, str]:
+    """``env`` with each secret named by an ``X_FILE`` variable read into ``X``."""
+    read: dict[str, str] = {}
+    for var, file_var in SECRET_FILE_ENV.items():
+        path = env.get(file_var)
+        if not path:
+            continue
+        if env.get(var):
+            # Which of two values wins is not something to guess about a secret.
+            raise ConfigError(f"{var} and {file_var} are both set: set only one of them")
+        read[var] = _read_secret_file(file_var, path, entries=var in _LIST_SECRETS)
+    return {**env, **read} if read else env
+
+
+def _table_key(kind: str, name: str, entry: dict[str, Any], config_dir: Path) -> Secret | None:
+    """A producer's or operator's ``key``, or the one in the file ``key_file``
+    names; None when the table has neither as it should."""
+    if "key_file" in entry:
+        if "key" in entry:
+            raise ConfigError(f"{kind} {name!r}: key and key_file are both set: set only one")
+        return Secret(
+            _secret_from_toml_file(f"{kind}s.{name}.key_file", entry["key_file"], config_dir)
+        )
+    return Secret(entry["key"]) if isinstance(entry.get("key"), str) else None
+
+
+def _account_from_table(name: str, table: Any, config_dir: Path) -> AccountSettings:
     if not isinstance(table, dict):
         raise ConfigError(f"OZP_CONFIG: [accounts.{name}] must be a table")
+    if "api_key_file" in table:
+        if "api_key" in table:
+            raise ConfigError(
+                f"account {name!r}: api_key and api_key_file are both set: set only one"
+            )
+        table = dict(table)
+        table["api_key"] = Secret(
+            _secret_from_toml_file(
+                f"accounts.{name}.api_key_file", table.pop("api_key_file"), config_dir
+            )
+        )
     unknown = set(table) - ACCOUNT_FIELDS
     if unknown:
         raise ConfigError(f"account {name!r}: unknown settings {sorted(unknown)}")
@@ -107,11 +220,12 @@ def _account_from_table(name: str, table: Any) -> AccountSettings:
 Producers = tuple[dict[str, Secret], dict[str, tuple[str, ...]]]
 
 
-def _producers(table: Any, from_env: str) -> Producers:
+def _producers(table: Any, from_env: str, config_dir: Path) -> Producers:
     """Producer keys and the accounts each may use.
 
     TOML: ``[producers]`` with ``name = "key"``, or ``[producers.name]`` with
-    ``key = "..."`` and ``accounts = ["a", "b"]`` (or ``"*"``). Environment:
+    ``key = "..."`` (or ``key_file = "path"``) and ``accounts = ["a", "b"]``
+    (or ``"*"``). Environment:
     ``name:key`` or ``name@a+b:key`` pairs separated by commas; the key is
     everything after the first colon.
     """
@@ -121,13 +235,14 @@ def _producers(table: Any, from_env: str) -> Producers:
     accounts: dict[str, tuple[str, ...]] = {}
     for name, entry in table.items():
         if isinstance(entry, dict):
-            if set(entry) - {"key", "accounts"} or not isinstance(entry.get("key"), str):
+            given = _table_key("producer", name, entry, config_dir)
+            if set(entry) - {"key", "key_file", "accounts"} or given is None:
                 raise ConfigError(f'producer {name!r}: expected key = "..." and accounts')
             listed = entry.get("accounts", ALL_ACCOUNTS)
             listed = [listed] if isinstance(listed, str) else listed
             if not isinstance(listed, list) or not all(isinstance(a, str) for a in listed):
                 raise ConfigError(f"producer {name!r}: accounts must be a list of names")
-            keys[name], accounts[name] = Secret(entry["key"]), tuple(listed)
+            keys[name], accounts[name] = given, tuple(listed)
         elif isinstance(entry, str):
             keys[name] = Secret(entry)
         else:
@@ -145,11 +260,14 @@ def _producers(table: Any, from_env: str) -> Producers:
     return keys, accounts
 
 
-def _operators(table: Any, from_env: str) -> tuple[dict[str, Secret], dict[str, str]]:
+def _operators(
+    table: Any, from_env: str, config_dir: Path
+) -> tuple[dict[str, Secret], dict[str, str]]:
     """Operator keys and roles of the console.
 
     TOML: ``[operators]`` with ``name = "key"``, or ``[operators.name]`` with
-    ``key = "..."`` and ``role = "operate" | "read"``. Environment
+    ``key = "..."`` (or ``key_file = "path"``) and ``role = "operate" |
+    "read"``. Environment
     (``OZP_OPERATOR_KEYS``): ``name:key`` or ``name:key:read`` separated by
     commas; the role, if any, is after the last colon.
     """
@@ -159,9 +277,10 @@ def _operators(table: Any, from_env: str) -> tuple[dict[str, Secret], dict[str, 
     roles: dict[str, str] = {}
     for name, entry in table.items():
         if isinstance(entry, dict):
-            if set(entry) - {"key", "role"} or not isinstance(entry.get("key"), str):
+            given = _table_key("operator", name, entry, config_dir)
+            if set(entry) - {"key", "key_file", "role"} or given is None:
                 raise ConfigError(f'operator {name!r}: expected key = "..." and role')
-            keys[name] = Secret(entry["key"])
+            keys[name] = given
             roles[name] = str(entry.get("role", "operate"))
         elif isinstance(entry, str):
             keys[name], roles[name] = Secret(entry), "operate"
@@ -180,23 +299,32 @@ def _operators(table: Any, from_env: str) -> tuple[dict[str, Secret], dict[str, 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build and validate the settings; raise :class:`ConfigError` with one line."""
-    env = os.environ if environ is None else environ
+    env = _with_secret_files(os.environ if environ is None else environ)
     document = _read_toml(env["OZP_CONFIG"]) if env.get("OZP_CONFIG") else {}
+    config_dir = Path(env.get("OZP_CONFIG") or ".").parent
 
     global_values: dict[str, Any] = {}
     keys, producer_accounts = _producers(
-        document.get("producers", {}), env.get("OZP_PRODUCER_KEYS", "")
+        document.get("producers", {}), env.get("OZP_PRODUCER_KEYS", ""), config_dir
     )
     if keys:
         global_values["producer_keys"] = keys
         global_values["producer_accounts"] = producer_accounts
-    operators, roles = _operators(document.get("operators", {}), env.get("OZP_OPERATOR_KEYS", ""))
+    operators, roles = _operators(
+        document.get("operators", {}), env.get("OZP_OPERATOR_KEYS", ""), config_dir
+    )
     if operators:
         global_values["operator_keys"] = operators
         global_values["operator_roles"] = roles
     for key, raw in document.items():
         if key in ("accounts", "producers", "operators"):
             continue
+        if key in _TOML_SECRET_FILES:
+            if _TOML_SECRET_FILES[key] in document:
+                raise ConfigError(
+                    f"OZP_CONFIG: {_TOML_SECRET_FILES[key]} and {key} are both set: set only one"
+                )
+            key, raw = _TOML_SECRET_FILES[key], _secret_from_toml_file(key, raw, config_dir)
         if key not in GLOBAL_FIELDS:
             raise ConfigError(f"OZP_CONFIG: unknown setting {key!r}")
         parser = next((p for f, p, _ in GLOBAL_ENV.values() if f == key), str)
@@ -210,7 +338,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     tables = document.get("accounts", {})
     if not isinstance(tables, dict):
         raise ConfigError("OZP_CONFIG: [accounts] must be a table of [accounts.NAME]")
-    accounts = {name: _account_from_table(name, table) for name, table in tables.items()}
+    accounts = {
+        name: _account_from_table(name, table, config_dir) for name, table in tables.items()
+    }
     env_account = env.get("OZP_ACCOUNT") or DEFAULT_ACCOUNT
     overrides = {
         name: _parse(var, parser, env[var])
