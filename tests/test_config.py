@@ -253,3 +253,108 @@ def test_operator_keys_name_their_role_and_are_held_to_the_key_rules(tmp_path: P
         load_settings(
             {"OZP_OPERATOR_KEYS": "a:shared-key-01234567", "OZP_OPS_KEY": "shared-key-01234567"}
         )
+
+
+TWO_ACCOUNTS = (
+    '[accounts.in]\nusername = "u-in"\napi_key = "key-in-0123456789"\nrate_limit = 80\n'
+    '[accounts.eu]\nusername = "u-eu"\napi_key = "key-eu-0123456789"\n'
+)
+
+
+def _two_accounts(tmp_path: Path) -> dict[str, str]:
+    config = tmp_path / "ozp.toml"
+    config.write_text(TWO_ACCOUNTS)
+    return {"OZP_CONFIG": str(config)}
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"OZP_RATE_LIMIT": "90"},
+        {"OZP_RATE_CAP_PER_DAY": "5000", "OZP_TOKEN_BUDGET": "5"},
+        {"OZONETEL_API_KEY": API_KEY},
+        {"OZONETEL_BASE_URL": "https://api.ccaas.ozonetel.com"},
+    ],
+)
+def test_account_variables_beside_toml_accounts_need_ozp_account(
+    tmp_path: Path, environ: dict[str, str]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**_two_accounts(tmp_path), **environ})
+    message = str(caught.value)
+    assert "set OZP_ACCOUNT to the account it is for" in message and "\n" not in message
+    assert all(var in message for var in environ) and "'eu', 'in'" in message
+    assert API_KEY not in message
+
+
+def test_account_variables_adjust_the_toml_account_ozp_account_names(tmp_path: Path) -> None:
+    loaded = load_settings({**_two_accounts(tmp_path), "OZP_ACCOUNT": "eu", "OZP_RATE_LIMIT": "90"})
+    assert sorted(loaded.accounts) == ["eu", "in"]
+    assert loaded.account("eu").rate_limit == 90 and loaded.account("in").rate_limit == 80
+    assert loaded.account("eu").api_key.reveal() == "key-eu-0123456789"
+    # OZP_ACCOUNT alone adjusts nothing, wherever it points (a deployment's
+    # config map may always set it).
+    for name in ("in", "default", "elsewhere"):
+        alone = load_settings({**_two_accounts(tmp_path), "OZP_ACCOUNT": name})
+        assert {n: a.rate_limit for n, a in alone.accounts.items()} == {"in": 80, "eu": 100}
+
+
+def test_account_variables_never_add_an_account_the_toml_does_not_define(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "api-key"
+    secret.write_text(API_KEY)
+    environ = {
+        **_two_accounts(tmp_path),
+        "OZP_ACCOUNT": "us",
+        "OZONETEL_API_KEY_FILE": str(secret),
+        "OZONETEL_USERNAME": "u-us",
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ)
+    message = str(caught.value)
+    assert message.startswith("OZP_ACCOUNT: 'us' is not an account of OZP_CONFIG")
+    assert "OZONETEL_API_KEY_FILE" in message and "\n" not in message
+    assert API_KEY not in message
+
+
+def test_the_message_stays_one_short_line_for_hundreds_of_accounts(tmp_path: Path) -> None:
+    config = tmp_path / "ozp.toml"
+    config.write_text("".join(f'[accounts.acct-{i:03}]\nusername = "u{i}"\n' for i in range(300)))
+    environ = {"OZP_CONFIG": str(config), **{var: "1" for var in ACCOUNT_ENV}}
+    with pytest.raises(ConfigError, match="and 297 more") as caught:
+        load_settings(environ)
+    assert len(str(caught.value)) < 400 and "\n" not in str(caught.value)
+
+
+def test_without_toml_accounts_the_environment_still_describes_its_one_account() -> None:
+    loaded = load_settings({"OZP_ACCOUNT": "in", "OZP_RATE_LIMIT": "90"})
+    assert list(loaded.accounts) == ["in"] and loaded.account().rate_limit == 90
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    # The file tmp_path holds is the same for every example.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    account=st.sampled_from([None, "", "in", "eu", "default", "us"]),
+    variables=st.dictionaries(
+        st.sampled_from(sorted(ACCOUNT_ENV)), st.sampled_from(["", "7", "90", "0.5"])
+    ),
+)
+def test_toml_accounts_are_the_accounts_whatever_the_environment_says(
+    tmp_path: Path, account: str | None, variables: dict[str, str]
+) -> None:
+    environ = {**_two_accounts(tmp_path), **variables}
+    if account is not None:
+        environ["OZP_ACCOUNT"] = account
+    try:
+        loaded = load_settings(environ)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert sorted(loaded.accounts) == ["eu", "in"]

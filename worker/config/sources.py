@@ -2,9 +2,11 @@
 
 A TOML file named by ``OZP_CONFIG`` may hold the global settings at its top
 level and any number of accounts under ``[accounts.NAME]``; environment
-variables override the file, and ``OZONETEL_API_KEY``/``OZONETEL_USERNAME``
-describe the account named by ``OZP_ACCOUNT`` (default ``default``). Every
-value is parsed strictly (:func:`_parse`) and the result validated by
+variables override the file, and the account-level ones (``OZONETEL_*``,
+``OZP_RATE_*``, ``OZP_TOKEN_*``) describe the account named by ``OZP_ACCOUNT``
+(default ``default``): the only account when the file defines none, else one
+of the file's, which they adjust (they never add one). Every value is
+parsed strictly (:func:`_parse`) and the result validated by
 :meth:`worker.config.settings.Settings.validate`.
 
 Every secret may instead be read from a file: ``X_FILE`` in the environment
@@ -297,9 +299,31 @@ def _operators(
     return keys, roles
 
 
+def _no_env_account(variables: list[str], named: str | None, defined: Mapping[str, Any]) -> str:
+    """Why the environment's account-level variables have no account to go to,
+    on one line however many accounts the file defines."""
+    names = sorted(defined)
+    listed = ", ".join(shown_value(name) for name in names[:3])
+    if len(names) > 3:
+        listed += f" and {len(names) - 3} more"
+    what = ", ".join(variables[:3]) + (" and more" if len(variables) > 3 else "")
+    if named is None:
+        return (
+            f"{what} set, but OZP_CONFIG defines no account {DEFAULT_ACCOUNT!r} (it defines "
+            f"{listed}): set OZP_ACCOUNT to the account it is for, or move it into that "
+            "account's [accounts.NAME]"
+        )
+    return (
+        f"OZP_ACCOUNT: {shown_value(named)} is not an account of OZP_CONFIG (it defines "
+        f"{listed}), and {what} can only adjust one of those, not add one; add the account "
+        "to the file or name one it defines"
+    )
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build and validate the settings; raise :class:`ConfigError` with one line."""
-    env = _with_secret_files(os.environ if environ is None else environ)
+    given = os.environ if environ is None else environ
+    env = _with_secret_files(given)
     document = _read_toml(env["OZP_CONFIG"]) if env.get("OZP_CONFIG") else {}
     config_dir = Path(env.get("OZP_CONFIG") or ".").parent
 
@@ -342,10 +366,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         name: _account_from_table(name, table, config_dir) for name, table in tables.items()
     }
     env_account = env.get("OZP_ACCOUNT") or DEFAULT_ACCOUNT
+    account_vars = [var for var in ACCOUNT_ENV if env.get(var)]
+    if accounts and account_vars and env_account not in accounts:
+        # Adding an account here would make one the file does not define,
+        # most often without credentials: the account-level variables only
+        # ever adjust one of the file's accounts. Named as they were set.
+        shown = [
+            file_var if (file_var := SECRET_FILE_ENV.get(var)) and given.get(file_var) else var
+            for var in account_vars
+        ]
+        raise ConfigError(_no_env_account(shown, env.get("OZP_ACCOUNT") or None, accounts))
     overrides = {
         name: _parse(var, parser, env[var])
         for var, (name, parser, _) in ACCOUNT_ENV.items()
-        if env.get(var)
+        if var in account_vars
     }
     if overrides or not accounts:
         base = accounts.get(env_account, AccountSettings(name=env_account))
