@@ -627,10 +627,13 @@ def openssl(directory: Path, *args: str) -> None:
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+def make_certificates(directory: Path) -> Certificates:
     """A CA, a server certificate it signed for 127.0.0.1, and a CA that signed nothing."""
     if shutil.which("openssl") is None:
         pytest.fail("the openssl command is needed to make the test certificates")
-    directory = tmp_path_factory.mktemp("tls")
     curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     for name in ("ca", "other-ca"):
         openssl(directory, "req", "-x509", *curve, "-keyout", f"{name}.key", "-out",

@@ -22,6 +22,15 @@ AuthMode = Literal["token", "apikey"]
 
 DEFAULT_BASE_URL = "https://in1-ccaas-api.ozonetel.com"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+# What REDIS_URL names, and the schemes that may name it: the client reads
+# the kind of Redis from the scheme (worker/store/connection.py), and the
+# mode makes the operator say it too, so a URL pasted from elsewhere fails
+# at start instead of meaning something else.
+REDIS_MODES = {
+    "standalone": ("redis://", "rediss://", "unix://"),
+    "sentinel": ("redis+sentinel://", "rediss+sentinel://"),
+}
+DEFAULT_REDIS_MODE = "standalone"
 DEFAULT_ACCOUNT = "default"
 DEFAULT_KEY_PREFIX = "ozp"
 
@@ -177,6 +186,7 @@ class AccountSettings:
 class Settings:
     # Out of repr: the URL may carry the Redis password.
     redis_url: str | None = field(default=None, repr=False)
+    redis_mode: str = DEFAULT_REDIS_MODE
     key_prefix: str = DEFAULT_KEY_PREFIX
     concurrency: int = DEFAULT_CONCURRENCY
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -250,8 +260,7 @@ class Settings:
             raise ConfigError("OZP_VISIBILITY_TIMEOUT_S must exceed OZP_REQUEST_TIMEOUT_S")
         if not self.key_prefix or any(c in self.key_prefix for c in "{}: "):
             raise ConfigError("OZP_KEY_PREFIX must be non-empty without braces, colons or spaces")
-        if self.redis_url is not None and not self.redis_url.startswith(_REDIS_SCHEMES):
-            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        self._validate_redis()
         if not self.accounts:
             raise ConfigError("no account configured")
         if self.retry_share > 1:
@@ -264,6 +273,31 @@ class Settings:
         self._validate_operators()
         for account in self.accounts.values():
             _validate_account(account, self.allow_insecure_vendor_url)
+
+    def _validate_redis(self) -> None:
+        mode, url = self.redis_mode, self.redis_url
+        if mode == "cluster":
+            raise ConfigError(
+                "OZP_REDIS_MODE=cluster is not supported yet: use standalone or sentinel"
+            )
+        if mode not in REDIS_MODES:
+            raise ConfigError(
+                f"OZP_REDIS_MODE must be standalone or sentinel, got {shown_value(mode)}"
+            )
+        schemes = REDIS_MODES[mode]
+        if mode == "sentinel" and url is None:
+            raise ConfigError(
+                "OZP_REDIS_MODE=sentinel needs REDIS_URL=redis+sentinel://HOST:PORT,.../SERVICE/DB"
+            )
+        if url is None or url.startswith(schemes):
+            return
+        if mode == "standalone" and url.startswith(REDIS_MODES["sentinel"]):
+            raise ConfigError("REDIS_URL names Sentinels: set OZP_REDIS_MODE=sentinel")
+        # Never the URL itself: it may hold the password.
+        raise ConfigError(
+            f"REDIS_URL must start with {', '.join(schemes[:-1])} or {schemes[-1]}"
+            + ("" if mode == DEFAULT_REDIS_MODE else f" when OZP_REDIS_MODE={mode}")
+        )
 
     def _validate_producers(self) -> None:
         for name, key in self.producer_keys.items():
@@ -369,6 +403,7 @@ def _validate_account(account: AccountSettings, allow_insecure: bool) -> None:
 # Environment variable -> (field, parser, ceiling) for the global settings ...
 Parser = type
 GLOBAL_ENV: dict[str, tuple[str, Parser, float]] = {
+    "OZP_REDIS_MODE": ("redis_mode", str, 0),
     "OZP_KEY_PREFIX": ("key_prefix", str, 0),
     "OZP_CONCURRENCY": ("concurrency", int, 10_000),
     "OZP_MAX_ATTEMPTS": ("max_attempts", int, 1000),
@@ -408,7 +443,6 @@ ACCOUNT_ENV: dict[str, tuple[str, Parser, float]] = {
 }
 GLOBAL_FIELDS = {name for name, _, _ in GLOBAL_ENV.values()} | {"redis_url"}
 ACCOUNT_FIELDS = {name for name, _, _ in ACCOUNT_ENV.values()}
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def shown_value(raw: Any) -> str:

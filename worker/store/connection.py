@@ -1,9 +1,11 @@
 """The Redis connection: one client per process, replies decoded as text.
 
-Every new connection first asks whether the server restarted since the last
-one. A restarted server may have lost recent writes (AOF syncs once a
-second), so the commands registered with :class:`RestartWatch` (the
-limiters' cool-downs) run on that connection before anything else does.
+Every new connection first asks whether it reached another server process
+than the last one: a restart, or a replica promoted by Sentinel (see
+:mod:`worker.store.sentinel`). Either may lack recent writes (AOF syncs once
+a second; replication is asynchronous), so the commands registered with
+:class:`RestartWatch` (the limiters' cool-downs) run on that connection
+before anything else does.
 
 A URL is only ever shown through :func:`redacted_url`; the password it
 carries is also registered with the log redaction, so that no log line can
@@ -29,6 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.errors import ConfigError, RedisCredentialsRefused, RedisUnavailable
 from worker.logs import REDACTED, get_logger, register_secret
+from worker.store.sentinel import is_sentinel_url, parse_sentinel_url, sentinel_client
 
 log = get_logger(__name__)
 
@@ -106,19 +109,27 @@ def _redacted_parameter(part: str) -> str:
 
 
 class RestartWatch:
-    """Notices that the Redis server restarted, and reacts before any command.
+    """Notices that the client now talks to another Redis server process (a
+    restart, or a replica promoted in a failover), and reacts before any command.
 
-    The exact signal is ``run_id`` from ``INFO server``, new with every
-    server process. INFO is @dangerous in ACL terms, and a least-privilege
-    user is refused it; then the watch falls back to the connection's
-    ``CLIENT ID``, which any user may ask: a server numbers its connections
-    from 1 up and never reuses a number, so a connection numbered below one
-    this client already had cannot be on the same server process.
+    Three signals, each enough on its own:
 
-    The fallback's blind spot: a restarted server that has already
-    accepted more connections than the old one had before our last one (a
-    young server restarted under a large fleet) passes for the old one.
-    Grant INFO where the policy allows, for the exact signal.
+    - the server's address changed: only a Sentinel-managed client moves,
+      and only to another server (a promoted replica);
+    - ``run_id`` from ``INFO server``, new with every server process, the
+      exact signal;
+    - for a user refused INFO (it is @dangerous in ACL terms), the
+      connection's ``CLIENT ID``, which any user may ask: a server numbers
+      its connections from 1 up and never reuses a number, so a connection
+      numbered below one this client already had cannot be on the same
+      server process.
+
+    The last one's blind spot: a new server that has already accepted more
+    connections than the old one had before our last one (a young server
+    restarted under a large fleet) passes for the old one. A promoted replica
+    counts its own connections, which have nothing to do with the old
+    primary's; the address catches that case. Grant INFO where the policy
+    allows, for the exact signal.
 
     Connections set up at the same time are numbered in the order the
     server accepted them, not in the order their set-ups finish: a later
@@ -127,14 +138,21 @@ class RestartWatch:
     name, CLIENT ID) starts, once its socket is open: a connection the
     server accepted after this one would have had to finish all of those
     round trips before this one started its first.
+
+    The check and the commands run one connection at a time, and the new
+    server is taken as known only once its commands succeeded: no other
+    connection of this client reaches the new server before the commands
+    did, and one that failed half-way leaves the next to find it new again.
     """
 
     def __init__(self) -> None:
         self.run_id: str | None = None
+        self.address: str | None = None
         self.highest_client_id = 0
         self.info_refused = False
         self.restarts = 0
         self._commands: dict[str, tuple[Any, ...]] = {}
+        self._checking = asyncio.Lock()
 
     def on_restart(self, name: str, *command: Any) -> None:
         """Run ``command`` first on a connection to a restarted server."""
@@ -144,14 +162,26 @@ class RestartWatch:
         seen = (self.highest_client_id, self.restarts)
         await connection.on_connect()
         Reconnects.connected()
-        if await self._restarted(connection, seen):
+        async with self._checking:
+            known = (self.run_id, self.address, self.highest_client_id)
+            signal = await self._restarted(connection, seen)
+            if signal is None:
+                return
+            try:
+                for command in self._commands.values():
+                    await connection.send_command(*command)
+                    await connection.read_response()
+            except BaseException:
+                self.run_id, self.address, self.highest_client_id = known
+                raise
             self.restarts += 1
-            log.warning("redis.restarted", actions=sorted(self._commands))
-            for command in self._commands.values():
-                await connection.send_command(*command)
-                await connection.read_response()
+            log.warning("redis.restarted", signal=signal, actions=sorted(self._commands))
 
-    async def _restarted(self, connection: Connection, seen: tuple[int, int]) -> bool:
+    async def _restarted(self, connection: Connection, seen: tuple[int, int]) -> str | None:
+        """Which signal says this connection is on another server, if any."""
+        address = _address(connection)
+        moved = self.address is not None and address != self.address
+        self.address = address
         if not self.info_refused:
             await connection.send_command("INFO", "server")
             try:
@@ -163,17 +193,22 @@ class RestartWatch:
                 self.info_refused = True
                 log.debug("redis.restart_watch", signal="client_id", why="INFO refused")
             else:
-                return self._run_id_changed(info)
+                changed = self._run_id_changed(info)
+                return "address" if moved else "run_id" if changed else None
         await connection.send_command("CLIENT", "ID")
         client_id = int(await connection.read_response())
         highest_before, restarts_before = seen
+        if moved:
+            # Another server's numbers: compare later connections with them.
+            self.highest_client_id = client_id
+            return "address"
         # After a restart every pooled connection reconnects at once; the
         # first to finish reports it, the others are on the same new server.
         if client_id < highest_before and self.restarts == restarts_before:
             self.highest_client_id = client_id
-            return True
+            return "client_id"
         self.highest_client_id = max(self.highest_client_id, client_id)
-        return False
+        return None
 
     def _run_id_changed(self, info: str) -> bool:
         run_id = next(
@@ -187,6 +222,14 @@ class RestartWatch:
         changed = self.run_id is not None and run_id != self.run_id
         self.run_id = run_id
         return changed
+
+
+def _address(connection: Connection) -> str:
+    """Where the connection went: host and port, or a Unix socket's path."""
+    path = getattr(connection, "path", None)
+    if path:
+        return str(path)
+    return f"{getattr(connection, 'host', '')}:{getattr(connection, 'port', '')}"
 
 
 def restart_watch(redis: Redis) -> RestartWatch | None:
@@ -231,31 +274,46 @@ def _worth_retrying(error: Exception) -> bool:
 
 
 def redis_client(url: str) -> Redis:
-    """A client that retries a dropped connection with jittered backoff."""
-    try:
-        password = parse_url(url).get("password")
-    except ValueError as exc:
-        raise ConfigError(f"REDIS_URL {redacted_url(url)}: {exc}") from None
-    if isinstance(password, str):
-        register_secret(password)
-    client = Redis.from_url(
-        url,
-        decode_responses=True,
+    """A client that retries a dropped connection with jittered backoff.
+
+    The URL's scheme says what it names: ``redis://``, ``rediss://`` and
+    ``unix://`` one server, ``redis+sentinel://`` and ``rediss+sentinel://``
+    the Sentinels of a primary (see :mod:`worker.store.sentinel`). The
+    settings hold ``OZP_REDIS_MODE`` to the same rule, so every caller
+    passes only the URL.
+    """
+    options: dict[str, Any] = {
+        "decode_responses": True,
         # A stream entry holding bytes that are not UTF-8 reads as a str
         # with lone surrogates instead of raising, and writes back as the
         # same bytes.
-        encoding_errors="surrogateescape",
-        socket_timeout=SOCKET_TIMEOUT_S,
-        socket_connect_timeout=5.0,
-        health_check_interval=15,
-        retry=Retry(
+        "encoding_errors": "surrogateescape",
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": 5.0,
+        "health_check_interval": 15,
+        "retry": Retry(
             EqualJitterBackoff(cap=2.0, base=0.05), retries=5, is_retryable=_worth_retrying
         ),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        redis_connect_func=RestartWatch().on_connect,
-    )
-    pool = client.connection_pool
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "redis_connect_func": RestartWatch().on_connect,
+    }
     try:
+        if is_sentinel_url(url):
+            target = parse_sentinel_url(url)
+            passwords = [target.server.get("password"), target.sentinel.get("password")]
+        else:
+            passwords = [parse_url(url).get("password")]
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL {redacted_url(url)}: {exc}") from None
+    for password in passwords:
+        if isinstance(password, str):
+            register_secret(password)
+    try:
+        if is_sentinel_url(url):
+            client = sentinel_client(target, options)
+        else:
+            client = Redis.from_url(url, **options)
+        pool = client.connection_pool
         # No I/O: a query parameter that the connection does not take would
         # otherwise surface as a TypeError at the first command.
         pool.connection_class(**pool.connection_kwargs)
