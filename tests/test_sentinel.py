@@ -388,10 +388,11 @@ def _pid(server: RedisProcess) -> int:
 async def test_a_promotion_is_noticed_as_a_new_server_with_or_without_info(
     start_deployment: DeploymentFactory,
 ) -> None:
-    """Both signals a least-privilege user may lack, covered: with INFO the
-    run_id changes; without it, the replica's own connection numbers are
-    already past the primary's (so CLIENT ID alone would miss it), and the
-    new address tells."""
+    """With INFO the run_id changes; without it, the replica's own connection
+    numbers are already past the primary's, so CLIENT ID alone would miss
+    the promotion: the new address tells, for both. A demoted primary takes
+    writes until the Sentinels reconfigure it; the client leaves it within
+    PRIMARY_CHECK_S."""
     deployment = await start_deployment()
     window_s = 3.0
     settings = make_settings(
@@ -432,6 +433,10 @@ async def test_a_promotion_is_noticed_as_a_new_server_with_or_without_info(
             watch = watch_of(clients[name])
             assert watch is not None and watch.restarts == 1, name
             assert watch.address == f"127.0.0.1:{deployment.replica.port}"
+        # With INFO, the new server's own run_id is known too.
+        async with deployment.admin(deployment.replica) as promoted:
+            run_id = (await promoted.info("server"))["run_id"]
+        assert watch_of(clients["admin"]).run_id == run_id  # type: ignore[union-attr]
     finally:
         for client in clients.values():
             await client.aclose()
