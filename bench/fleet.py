@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,13 +74,65 @@ class FleetResult:
     exit_codes: list[int]
 
 
-def _workers(count: int, env: dict[str, str], run_dir: Path, name: str) -> list[Child]:
+def start_workers(count: int, env: dict[str, str], run_dir: Path, name: str) -> list[Child]:
     command = python_module("worker", "run", "--until-empty")
-    return [Child(command, env, run_dir / f"{name}-{i}.log") for i in range(count)]
+    return [Child(command, env, worker_log(run_dir, name, i)) for i in range(count)]
 
 
-def _delete_arrivals(report: dict[str, Any]) -> list[float]:
-    return [float(r["mono"]) for r in report["requests"] if r["endpoint"] == "delete"]
+def worker_log(run_dir: Path, name: str, index: int) -> Path:
+    return run_dir / f"{name}-{index}.log"
+
+
+def delete_arrivals(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in report["requests"] if r["endpoint"] == "delete"]
+
+
+def run_timeout_s(ideal_drain_s: float) -> float:
+    """Past this, the run is stuck (or the machine is too slow for it), not slow."""
+    return _TIMEOUT_FACTOR * ideal_drain_s + _TIMEOUT_SLACK_S
+
+
+@dataclass(frozen=True)
+class WorkerRun:
+    """N worker processes started together, and what they cost."""
+
+    usages: list[Usage]
+    started: float  # time.monotonic() as the first worker started
+    drain_s: float  # first worker started to last worker exited (or was killed)
+    redis_cpu_s: float  # redis-server's own CPU meanwhile
+
+
+def run_workers(
+    processes: int,
+    env: dict[str, str],
+    run_dir: Path,
+    redis_url: str,
+    timeout_s: float,
+    watch: Callable[[list[Child]], AbstractContextManager[object]] | None = None,
+) -> WorkerRun:
+    """Start ``processes`` workers on what is queued and reap them all; ``watch``
+    runs beside them (sampling them, say) from start to exit."""
+    before = sample(redis_url)
+    started = time.monotonic()
+    workers = start_workers(processes, env, run_dir, "worker")
+    with nullcontext() if watch is None else watch(workers):
+        usages = wait_all(workers, timeout_s)
+    drain_s = max(w.started + u.wall_s for w, u in zip(workers, usages, strict=True)) - started
+    after = sample(redis_url)
+    return WorkerRun(usages, started, drain_s, after.cpu_s - before.cpu_s)
+
+
+def measure_idle(env: dict[str, str], run_dir: Path) -> Usage:
+    """The fixed cost of a process (interpreter, imports, connecting, a token,
+    shutdown): one worker on an empty queue, so that it can be told apart
+    from the cost of the jobs."""
+    (idle,) = wait_all(start_workers(1, env, run_dir, "idle-worker"), _IDLE_TIMEOUT_S)
+    return idle
+
+
+def net_cpu_ms(usages: Sequence[Usage], idle: Usage, count: int) -> float:
+    """The workers' CPU less one idle process's per worker, in ms per ``count``."""
+    return 1000 * (sum(u.cpu_s for u in usages) - len(usages) * idle.cpu_s) / max(count, 1)
 
 
 def run_fleet(
@@ -97,44 +151,33 @@ def run_fleet(
         try:
             env = product_env(server.url, sim.url, rate, options.concurrency)
             import_file(env, csv, run_dir / "import.log", jobs)
-            before = sample(server.url)
-            started = time.monotonic()
-            workers = _workers(processes, env, run_dir, "worker")
-            timeout_s = _TIMEOUT_FACTOR * options.ideal_drain_s + _TIMEOUT_SLACK_S
-            usages = wait_all(workers, timeout_s)
-            drain_s = max(w.started + u.wall_s for w, u in zip(workers, usages, strict=True))
-            drain_s -= started
-            after = sample(server.url)
+            run = run_workers(
+                processes, env, run_dir, server.url, run_timeout_s(options.ideal_drain_s)
+            )
             report = sim.requests()
             # Every arrival as the simulator saw it, for a look at the
             # violations with --workdir.
             (run_dir / "requests.json").write_text(json.dumps(report), encoding="utf-8")
             done = stream_length(server.url, KEYS.results)
             dead = stream_length(server.url, KEYS.dlq)
-            # The fixed cost of a process (interpreter, imports, connecting,
-            # a token, shutdown), measured on the now empty queue, so that
-            # it can be told apart from the cost of the jobs.
-            (idle,) = wait_all(_workers(1, env, run_dir, "idle-worker"), _IDLE_TIMEOUT_S)
+            idle = measure_idle(env, run_dir)
         finally:
             sim.stop()
-    return _result(
-        options, processes, usages, idle, drain_s, report, after.cpu_s - before.cpu_s, done, dead
-    )
+    return _result(options, processes, run, idle, report, done, dead)
 
 
 def _result(
     options: FleetOptions,
     processes: int,
-    usages: list[Usage],
+    run: WorkerRun,
     idle: Usage,
-    drain_s: float,
     report: dict[str, Any],
-    redis_cpu_s: float,
     done: int,
     dead: int,
 ) -> FleetResult:
     rate, jobs = options.rate, options.jobs
-    arrivals = _delete_arrivals(report)
+    usages, drain_s = run.usages, run.drain_s
+    arrivals = [float(r["mono"]) for r in delete_arrivals(report)]
     cpu_s = sum(u.cpu_s for u in usages)
     peaks = [u.peak_rss_bytes / 2**20 for u in usages]
     # Recomputed from the log as a cross-check of the simulator's counter;
@@ -156,10 +199,10 @@ def _result(
         worker_sys_share=sum(u.sys_s for u in usages) / cpu_s if cpu_s else 0.0,
         cpu_ms_per_job=1000 * cpu_s / jobs,
         startup_cpu_s=idle.cpu_s,
-        net_cpu_ms_per_job=1000 * (cpu_s - processes * idle.cpu_s) / jobs,
+        net_cpu_ms_per_job=net_cpu_ms(usages, idle, jobs),
         peak_rss_mib=max(peaks),
         mean_peak_rss_mib=sum(peaks) / len(peaks),
-        redis_cpu_ms_per_job=1000 * redis_cpu_s / jobs,
+        redis_cpu_ms_per_job=1000 * run.redis_cpu_s / jobs,
         done=done,
         dead=dead,
         exit_codes=[u.exit_code for u in usages],

@@ -10,26 +10,72 @@ from typing import Any
 
 from bench.fleet import FleetResult
 from bench.importing import ImportResult
+from bench.tenants import TenantResult
 
 Column = tuple[str, Callable[[Any], str]]
 
-FLEET_COLUMNS: list[Column] = [
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def _exit_codes(codes: Sequence[int]) -> str:
+    return ",".join(str(c) for c in sorted(set(codes)))
+
+
+def _costs(per: str, unit: str) -> list[Column]:
+    """What the processes cost: per job queued (fleet), per request sent (tenants)."""
+
+    def per_unit(name: str) -> Callable[[Any], str]:
+        return lambda r: f"{getattr(r, f'{name}_per_{per}'):.2f}"
+
+    return [
+        (f"CPU ms/{unit}", per_unit("cpu_ms")),
+        (f"net CPU ms/{unit}", per_unit("net_cpu_ms")),
+        ("start-up CPU s", lambda r: f"{r.startup_cpu_s:.2f}"),
+        ("peak RSS MiB", lambda r: f"{r.peak_rss_mib:.1f}"),
+        (f"Redis CPU ms/{unit}", per_unit("redis_cpu_ms")),
+    ]
+
+
+# The work, and how it ended: the same in every table of worker runs.
+_WORK: list[Column] = [
     ("procs", lambda r: str(r.processes)),
     ("jobs", lambda r: str(r.jobs)),
     ("sent", lambda r: str(r.sent)),
-    ("violations", lambda r: str(r.violations)),
-    ("max/window", lambda r: str(r.max_in_window)),
-    ("utilization", lambda r: "n/a" if r.utilization is None else f"{100 * r.utilization:.2f} %"),
-    ("drain s", lambda r: f"{r.drain_s:.1f}"),
-    ("drain/ideal", lambda r: f"{r.drain_ratio:.3f}"),
-    ("CPU ms/job", lambda r: f"{r.cpu_ms_per_job:.2f}"),
-    ("net CPU ms/job", lambda r: f"{r.net_cpu_ms_per_job:.2f}"),
-    ("start-up CPU s", lambda r: f"{r.startup_cpu_s:.2f}"),
-    ("peak RSS MiB", lambda r: f"{r.peak_rss_mib:.1f}"),
-    ("Redis CPU ms/job", lambda r: f"{r.redis_cpu_ms_per_job:.2f}"),
+]
+_ENDING: list[Column] = [
     ("done", lambda r: str(r.done)),
     ("dead", lambda r: str(r.dead)),
-    ("exit codes", lambda r: ",".join(str(c) for c in sorted(set(r.exit_codes)))),
+    ("exit codes", lambda r: _exit_codes(r.exit_codes)),
+]
+
+FLEET_COLUMNS: list[Column] = [
+    *_WORK,
+    ("violations", lambda r: str(r.violations)),
+    ("max/window", lambda r: str(r.max_in_window)),
+    ("utilization", lambda r: _percent(r.utilization)),
+    ("drain s", lambda r: f"{r.drain_s:.1f}"),
+    ("drain/ideal", lambda r: f"{r.drain_ratio:.3f}"),
+    *_costs("job", "job"),
+    *_ENDING,
+]
+
+TENANT_COLUMNS: list[Column] = [
+    ("accounts", lambda r: str(r.accounts)),
+    *_WORK,
+    ("req/s", lambda r: f"{r.sent_per_s:.1f}"),
+    ("allowed/s", lambda r: f"{r.allowed_per_s:g}"),
+    ("max violations", lambda r: str(r.max_violations)),
+    ("max/window", lambda r: str(r.max_in_window)),
+    ("util min", lambda r: _percent(r.min_utilization)),
+    ("util median", lambda r: _percent(r.median_utilization)),
+    ("by rate", lambda r: str(r.estimated_utilization)),
+    ("run s", lambda r: f"{r.drain_s:.1f}" + (" (cap)" if r.capped else "")),
+    ("1st req s", lambda r: "n/a" if r.first_request_s is None else f"{r.first_request_s:.1f}"),
+    *_costs("request", "req"),
+    ("Redis conns/proc", lambda r: str(r.max_redis_connections_per_process)),
+    *_ENDING,
 ]
 
 IMPORT_COLUMNS: list[Column] = [
@@ -61,6 +107,19 @@ def table(columns: Sequence[Column], rows: Sequence[Any]) -> str:
     return "\n".join(lines)
 
 
+def failure_lines(results: Sequence[TenantResult]) -> str:
+    """The workers that exited on their own with an error, and how their logs end."""
+    lines = []
+    for r in results:
+        for failed in r.failures:
+            lines.append(
+                f"{r.accounts} accounts, {r.processes} procs: {failed.worker} exited "
+                f"{failed.exit_code}; its log ends:"
+            )
+            lines += [f"    {line}" for line in failed.log_tail.splitlines()]
+    return "\n".join(lines)
+
+
 def machine_lines(machine: dict[str, str]) -> str:
     return "\n".join(f"{key:>15}: {value}" for key, value in machine.items())
 
@@ -71,11 +130,13 @@ def write_json(
     settings: dict[str, Any],
     fleet: Sequence[FleetResult],
     imports: Sequence[ImportResult],
+    tenants: Sequence[TenantResult] = (),
 ) -> None:
     document = {
         "machine": machine,
         "settings": settings,
         "fleet": [asdict(r) for r in fleet],
         "import": [asdict(r) for r in imports],
+        "tenants": [asdict(r) for r in tenants],
     }
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

@@ -8,16 +8,20 @@ vendor would have.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.environment import RateSettings
 from bench.processes import POLL_S, Child, python_module
+from worker import simulator
+from worker.simulator.config import DEFAULT_REQUEST_LOG_LIMIT
 
 START_TIMEOUT_S = 20.0
 INSPECT_TIMEOUT_S = 30.0
@@ -32,13 +36,22 @@ class SimulatorOptions:
 
 
 class SimulatorProcess:
-    """``python -m worker simulate`` on a free loopback port, stopped by :meth:`stop`."""
+    """The simulator on a free loopback port, stopped by :meth:`stop`.
+
+    ``python -m worker simulate``, which serves one account (``demo``); with
+    ``accounts`` (a JSON file of user name -> API key), this module's own
+    :func:`main`, which serves those accounts through the same simulator.
+    """
 
     def __init__(
-        self, campaigns: Path, options: SimulatorOptions, log: Path, env: Mapping[str, str]
+        self,
+        campaigns: Path,
+        options: SimulatorOptions,
+        log: Path,
+        env: Mapping[str, str],
+        accounts: Path | None = None,
     ) -> None:
-        args = python_module(
-            "worker", "simulate",
+        flags = [
             "--host", "127.0.0.1",
             "--port", "0",
             "--campaigns", str(campaigns),
@@ -48,7 +61,13 @@ class SimulatorProcess:
             "--rate-limit", str(options.rate.limit),
             "--latency", options.latency,
             "--seed", str(options.seed),
-        )  # fmt: skip
+        ]  # fmt: skip
+        if accounts is None:
+            args = python_module("worker", "simulate", *flags)
+        else:
+            args = python_module(__name__, "--accounts", str(accounts), *flags)
+            # The child imports this module by name, from wherever it runs.
+            env = {**env, "PYTHONPATH": _package_root(env)}
         # Output to a file rather than a pipe: nobody reads a pipe after the
         # first line, and a full pipe would stall the simulator mid-run.
         self._child = Child(args, env, log)
@@ -84,3 +103,46 @@ class SimulatorProcess:
 
     def stop(self) -> None:
         self._child.kill()
+
+
+def _package_root(env: Mapping[str, str]) -> str:
+    root = str(Path(__file__).resolve().parent.parent)
+    inherited = env.get("PYTHONPATH")
+    return f"{root}{os.pathsep}{inherited}" if inherited else root
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The simulator serving every account of a JSON file (user name -> API key).
+
+    ``python -m worker simulate`` serves one account; the vendor's limit is
+    per API key, so a benchmark of many accounts needs a simulator that
+    knows them all, counting each key's arrivals apart.
+    """
+    p = argparse.ArgumentParser(prog=f"python -m {__name__}")
+    p.add_argument("--accounts", type=Path, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--campaigns", required=True)
+    p.add_argument("--time-scale", type=float, default=1.0)
+    p.add_argument("--rate-limit", type=int, default=100)
+    p.add_argument("--latency", default="0")
+    p.add_argument("--seed", type=int, default=None)
+    args = p.parse_args(argv)
+    keys: dict[str, str] = json.loads(args.accounts.read_text(encoding="utf-8"))
+    campaigns = simulator.load_campaigns(args.campaigns)
+    config = simulator.SimulatorConfig(
+        accounts={user: simulator.AccountSpec(key) for user, key in keys.items()},
+        campaigns=campaigns,
+        time_scale=args.time_scale,
+        rate_limit=args.rate_limit,
+        latency=simulator.parse_latency(args.latency),
+        seed=args.seed,
+        # Every arrival of the run, tokens included, so that each account's
+        # arrivals can be judged from the log (the counters are global).
+        request_log_limit=max(DEFAULT_REQUEST_LOG_LIMIT, 2 * sum(map(len, campaigns.values()))),
+    )
+    simulator.run(config, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()
