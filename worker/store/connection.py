@@ -370,9 +370,14 @@ async def connect(url: str) -> Redis:
         await client.ping()
     except (AuthenticationError, AuthorizationError) as exc:
         await client.aclose()
+        form = (
+            "redis+sentinel://USER:PASSWORD@HOST:PORT,.../SERVICE/0?sentinel_password=..."
+            if is_sentinel_url(url)
+            else "redis://USER:PASSWORD@HOST:PORT/0"
+        )
         raise RedisCredentialsRefused(
             f"Redis at {redacted_url(url)} refused the credentials ({exc}); "
-            "set the user and password in REDIS_URL (redis://USER:PASSWORD@HOST:PORT/0)"
+            f"set the user and password in REDIS_URL ({form})"
         ) from None
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         await client.aclose()

@@ -12,9 +12,11 @@ checked against the same ``ssl_*`` parameters as ``rediss://``. Every other
 query parameter means what it means in a ``redis://`` URL.
 
 The client asks the Sentinels for the primary's address whenever it opens a
-connection, so after a promotion its connections reopen on the new primary;
-the connection that reached a primary demoted in a failover is closed on
-its first refused write (redis-py turns ``READONLY`` into a connection
+connection, and whenever it hands out a pooled one if it last asked a
+second ago or more; a connection to another address is reopened on the
+primary. So after a promotion the process moves to the new primary within
+about a second, and a connection to a primary demoted meanwhile is closed
+on its first refused write (redis-py turns ``READONLY`` into a connection
 error). The options, the retry policy and the restart watch are those of
 :func:`worker.store.connection.redis_client`, which builds the client.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -54,6 +57,8 @@ _SENTINEL_PARAMETERS = ("sentinel_password", "sentinel_username")
 # lost, and grants the new primary's limiter does not know. Asking once a
 # second bounds that to about a second, for one small query a second.
 PRIMARY_CHECK_S = 1.0
+# Plain decimal digits, as the configuration takes them.
+_DIGITS = re.compile(r"[0-9]{1,9}")
 # A Sentinel answers from memory at once. One that does not is skipped for
 # the next (every new connection asks), so waiting long on it would only
 # delay finding the primary.
@@ -90,7 +95,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     path = [unquote(piece) for piece in parts.path.split("/")[1:]]
     if not path or not path[0]:
         raise ValueError("no service name: expected /SERVICE or /SERVICE/DB after the Sentinels")
-    if len(path) > 2 or (len(path) == 2 and not path[1].isdecimal()):
+    if len(path) > 2 or (len(path) == 2 and not _DIGITS.fullmatch(path[1])):
         raise ValueError("expected /SERVICE or /SERVICE/DB (a number) after the Sentinels")
     sentinel: dict[str, Any] = {}
     kept = []
@@ -127,7 +132,7 @@ def _sentinel_address(text: str) -> tuple[str, int]:
         raise ValueError("a Sentinel's address is empty: expected HOST[:PORT],HOST[:PORT]")
     if not port:
         return host, DEFAULT_SENTINEL_PORT
-    if not port.isdecimal() or not 0 < int(port) < 65536:
+    if not _DIGITS.fullmatch(port) or not 0 < int(port) < 65536:
         raise ValueError("a Sentinel's port must be a number from 1 to 65535")
     return host, int(port)
 
