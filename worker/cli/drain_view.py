@@ -32,6 +32,7 @@ from worker.config.settings import Settings
 from worker.drain.batch import DrainProgress, DrainSpec
 from worker.drain.progress import publish
 from worker.drain.report import REPORT_OUTCOMES, Summary
+from worker.events import wait_event
 from worker.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -160,22 +161,26 @@ async def _refreshing(
             # The console's view of the drain, never the drain itself.
             log.debug("drain.progress_not_published", error=exc)
 
+    over = asyncio.Event()
+
     async def refresh() -> None:
         status: dict[str, Any] | None = None
-        while True:
+        while not over.is_set():
             status = await read_status() or status
             if show is not None:
                 show(status)
             await publish_now(status)
-            await asyncio.sleep(REFRESH_S)
+            await wait_event(over, REFRESH_S)
 
     task = asyncio.create_task(refresh())
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # Ended by an event, not by cancellation: a cancel that lands as a
+        # Redis reply arrives can be swallowed by the client, and the loop
+        # would go on for ever, holding the drain open after its last job.
+        over.set()
+        await task
     # Not reached when the body raised (a second Ctrl-C): nothing more waits on Redis then.
     await publish_now(await read_status())
 

@@ -47,6 +47,7 @@ from worker.metrics.catalog import (
     PERMIT_USED,
 )
 from worker.pool.heartbeat import Heartbeat
+from worker.pool.idle import LaneWatcher, watching
 from worker.pool.settle import Held, Settler
 from worker.queue.jobs import Job, invalid_reason, unsendable_reason
 from worker.queue.lanes import Early, Empty, Fetched, Late, Paused, Queue, RetryShare
@@ -95,12 +96,14 @@ class AccountWorker:
         session: aiohttp.ClientSession,
         consumer: str,
         stopping: asyncio.Event,
+        watcher: LaneWatcher,
     ) -> None:
         self._settings = settings
         self._account = account
         self._redis = redis
         self._consumer = consumer
         self._stopping = stopping
+        self._watcher = watcher
         self.keys = AccountKeys(settings.key_prefix, account.name)
         self.queue = Queue(redis, self.keys)
         self.limiter = Limiter(redis, self.keys, account)
@@ -179,7 +182,7 @@ class AccountWorker:
                 if isinstance(fetched, Empty):
                     if until_empty and not self._sending and await self._drained():
                         return AccountExit.EMPTY
-                    await self.queue.wait_for_work(fetched)
+                    await self._watcher.wait(self.keys, fetched, self._stopping)
                     continue
                 if token is not None and self.tokens is not None:
                     token = await self.tokens.newest(token, fetched.token_generation)
@@ -262,6 +265,9 @@ class AccountWorker:
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
         self._slots.release()
+        # Its job ended or was put back: an idle dispatcher has something to
+        # look at (the last job done, a retry due) that no lane would show.
+        self._watcher.poke(self.keys.account)
         if not task.cancelled() and task.exception() is not None:
             self._log.error("job.send_crashed", error=task.exception())
 
@@ -385,12 +391,13 @@ async def run_pool(
     session = create_session(settings.request_timeout_s)
     consumer = consumer_name()
     try:
-        workers = [
-            AccountWorker(settings, account, redis, session, consumer, stopping)
-            for account in chosen
-        ]
-        log.info("pool.started", consumer=consumer, accounts=names)
-        exits = await asyncio.gather(*(worker.run(until_empty) for worker in workers))
+        async with watching(redis) as watcher:
+            workers = [
+                AccountWorker(settings, account, redis, session, consumer, stopping, watcher)
+                for account in chosen
+            ]
+            log.info("pool.started", consumer=consumer, accounts=names)
+            exits = await asyncio.gather(*(worker.run(until_empty) for worker in workers))
     finally:
         await session.close()
     log.info("pool.stopped", exits=[str(e) for e in exits])

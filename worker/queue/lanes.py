@@ -14,7 +14,6 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -44,8 +43,6 @@ _TEXT_DELIMITERS = ("\x1f", "\x1e")
 _BYTE_DELIMITERS = (b"\xff", b"\xfe")
 # The fields that every packed job carries in a fixed place.
 _PACKED_FIELDS = frozenset({"v", "id", "campaign", "phone", "name"})
-# An idle fetcher re-checks at least this often (delayed retries, reclaims).
-IDLE_WAIT_MAX_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -353,20 +350,6 @@ class Queue:
         next_due = int(reply[4])
         last_ids = (str(reply[1]), str(reply[2]), str(reply[3]))
         return Empty(last_ids, next_due if next_due >= 0 else None)
-
-    async def wait_for_work(self, empty: Empty, max_wait_s: float = IDLE_WAIT_MAX_S) -> None:
-        """Block until a new entry arrives on a lane, a retry is due, or the cap passes."""
-        wait_s = max_wait_s
-        if empty.next_due_ms is not None:
-            seconds, micros = await self._redis.time()
-            now_ms = seconds * 1000 + micros // 1000
-            wait_s = min(wait_s, max(empty.next_due_ms - now_ms, 0) / 1000)
-        if wait_s <= 0:
-            return
-        streams: dict[Any, Any] = dict(
-            zip((self._keys.lane(lane) for lane in LANES), empty.last_ids, strict=True)
-        )
-        await self._redis.xread(streams, count=1, block=max(round(wait_s * 1000), 1))
 
     async def schedule_retry(
         self, delivery: Delivery, fields: dict[str, str], delay_s: float
