@@ -110,6 +110,11 @@ def parser() -> argparse.ArgumentParser:
         "--backlog-windows", type=int, default=DEFAULT_TENANT_WINDOWS,
         help=f"each account's backlog, in windows' worth (default {DEFAULT_TENANT_WINDOWS})",
     )  # fmt: skip
+    tenants.add_argument(
+        "--redis-max-connections", type=int, default=None, metavar="N",
+        help="the workers' Redis pool cap, as ?max_connections=N on REDIS_URL "
+        "(default: unset, redis-py's own)",
+    )  # fmt: skip
     imp = p.add_argument_group("import")
     imp.add_argument(
         "--import-rows", type=_counts, default=[100_000, 1_000_000],
@@ -196,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.limit < 1 or (args.window is not None and args.window <= 0) or args.concurrency < 1:
         parser().error("--limit, --window and --concurrency must be positive")
+    if args.redis_max_connections is not None and args.redis_max_connections < 1:
+        parser().error("--redis-max-connections must be positive")
     if args.backlog_windows < 2:
         # One window's worth leaves no account a gap to measure its pacing by.
         parser().error("--backlog-windows must be 2 or more")
@@ -220,7 +227,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.concurrency,
     )
     tenant_options = TenantOptions(
-        options.rate, args.backlog_windows, args.latency, args.seed, args.concurrency
+        options.rate,
+        args.backlog_windows,
+        args.latency,
+        args.seed,
+        args.concurrency,
+        args.redis_max_connections,
     )
     machine = describe()
     print("python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv))
@@ -249,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings["accounts"] = args.accounts
         settings["backlog_windows"] = args.backlog_windows
         settings["jobs_per_account"] = tenant_options.jobs_per_account
+        settings["redis_max_connections"] = args.redis_max_connections
     if fleet:
         rate = options.rate
         print(

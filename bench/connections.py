@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +20,11 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import RedisError
 
-# Often enough to catch a start-up peak, rarely enough to cost next to nothing.
+# Often while the processes start, when they open their connections (and
+# when a process that opens too many dies, within a second); then rarely
+# enough to cost next to nothing with thousands of sockets to read.
+START_SAMPLE_EVERY_S = 0.05
+START_S = 5.0
 SAMPLE_EVERY_S = 0.5
 _ESTABLISHED = "01"
 
@@ -90,14 +95,17 @@ def sample_once(peaks: ConnectionPeaks, pids: Sequence[int], port: int, client: 
 def sampled(
     pids: Sequence[int], redis_url: str, port: int, peaks: ConnectionPeaks
 ) -> Iterator[ConnectionPeaks]:
-    """Sample into ``peaks`` every :data:`SAMPLE_EVERY_S`, in a thread, until the block ends."""
+    """Sample into ``peaks``, in a thread, until the block ends: every
+    :data:`START_SAMPLE_EVERY_S` for :data:`START_S`, then every :data:`SAMPLE_EVERY_S`."""
     stop = threading.Event()
 
     def loop() -> None:
+        started = time.monotonic()
         with Redis.from_url(redis_url, socket_timeout=5) as client:
             while not stop.is_set():
                 sample_once(peaks, pids, port, client)
-                stop.wait(SAMPLE_EVERY_S)
+                early = time.monotonic() - started < START_S
+                stop.wait(START_SAMPLE_EVERY_S if early else SAMPLE_EVERY_S)
 
     thread = threading.Thread(target=loop, name="redis-connections", daemon=True)
     thread.start()

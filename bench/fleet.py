@@ -132,7 +132,7 @@ def measure_idle(env: dict[str, str], run_dir: Path) -> Usage:
 
 def net_cpu_ms(usages: Sequence[Usage], idle: Usage, count: int) -> float:
     """The workers' CPU less one idle process's per worker, in ms per ``count``."""
-    return 1000 * (sum(u.cpu_s for u in usages) - len(usages) * idle.cpu_s) / max(count, 1)
+    return 1000 * (sum(u.cpu_s for u in usages) - len(usages) * idle.cpu_s) / count
 
 
 def run_fleet(

@@ -19,6 +19,10 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
+def _fixed(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def _exit_codes(codes: Sequence[int]) -> str:
     return ",".join(str(c) for c in sorted(set(codes)))
 
@@ -27,7 +31,7 @@ def _costs(per: str, unit: str) -> list[Column]:
     """What the processes cost: per job queued (fleet), per request sent (tenants)."""
 
     def per_unit(name: str) -> Callable[[Any], str]:
-        return lambda r: f"{getattr(r, f'{name}_per_{per}'):.2f}"
+        return lambda r: _fixed(getattr(r, f"{name}_per_{per}"), 2)
 
     return [
         (f"CPU ms/{unit}", per_unit("cpu_ms")),
@@ -65,14 +69,14 @@ TENANT_COLUMNS: list[Column] = [
     ("accounts", lambda r: str(r.accounts)),
     *_WORK,
     ("req/s", lambda r: f"{r.sent_per_s:.1f}"),
-    ("allowed/s", lambda r: f"{r.allowed_per_s:g}"),
+    ("allowed/s", lambda r: f"{r.allowed_per_s:.1f}"),
     ("max violations", lambda r: str(r.max_violations)),
     ("max/window", lambda r: str(r.max_in_window)),
     ("util min", lambda r: _percent(r.min_utilization)),
     ("util median", lambda r: _percent(r.median_utilization)),
     ("by rate", lambda r: str(r.estimated_utilization)),
     ("run s", lambda r: f"{r.drain_s:.1f}" + (" (cap)" if r.capped else "")),
-    ("1st req s", lambda r: "n/a" if r.first_request_s is None else f"{r.first_request_s:.1f}"),
+    ("1st req s", lambda r: _fixed(r.first_request_s, 1)),
     *_costs("request", "req"),
     ("Redis conns/proc", lambda r: str(r.max_redis_connections_per_process)),
     *_ENDING,

@@ -64,6 +64,9 @@ class TenantOptions:
     latency: str
     seed: int
     concurrency: int
+    # redis-py's max_connections for the workers' pool, as a REDIS_URL query
+    # parameter, as an operator would set it; None: redis-py's own default.
+    redis_max_connections: int | None = None
 
     @property
     def jobs_per_account(self) -> int:
@@ -105,10 +108,10 @@ class TenantResult:
     capped: bool  # the workers were stopped at timeout_s, work still queued
     worker_cpu_s: float
     startup_cpu_s: float  # one worker, every account configured, nothing queued
-    cpu_ms_per_request: float
-    net_cpu_ms_per_request: float
+    cpu_ms_per_request: float | None  # None when nothing was sent
+    net_cpu_ms_per_request: float | None  # None when nothing was sent
     peak_rss_mib: float
-    redis_cpu_ms_per_request: float
+    redis_cpu_ms_per_request: float | None  # None when nothing was sent
     max_redis_connections_per_process: int
     max_redis_connections_workers: int  # all worker processes at one sample
     max_redis_clients: int  # the server's INFO clients, at one sample
@@ -221,7 +224,10 @@ def run_tenants(
             config = write_accounts_config(
                 run_dir / "config" / "accounts.toml", sim.url, options.rate, _api_keys(names)
             )
-            env = {**global_env(server.url, options.concurrency), "OZP_CONFIG": str(config)}
+            url = server.url
+            if options.redis_max_connections is not None:
+                url += f"?max_connections={options.redis_max_connections}"
+            env = {**global_env(url, options.concurrency), "OZP_CONFIG": str(config)}
             jobs = asyncio.run(_queue_backlogs(server.url, names, options.jobs_per_account))
 
             def watch(workers: list[Child]) -> AbstractContextManager[object]:
@@ -280,10 +286,10 @@ def _result(options: TenantOptions, names: Sequence[str], m: _Measured) -> Tenan
         capped=capped,
         worker_cpu_s=cpu_s,
         startup_cpu_s=m.idle.cpu_s,
-        cpu_ms_per_request=1000 * cpu_s / max(sent, 1),
-        net_cpu_ms_per_request=net_cpu_ms(run.usages, m.idle, sent),
+        cpu_ms_per_request=1000 * cpu_s / sent if sent else None,
+        net_cpu_ms_per_request=net_cpu_ms(run.usages, m.idle, sent) if sent else None,
         peak_rss_mib=max(u.peak_rss_bytes for u in run.usages) / 2**20,
-        redis_cpu_ms_per_request=1000 * run.redis_cpu_s / max(sent, 1),
+        redis_cpu_ms_per_request=1000 * run.redis_cpu_s / sent if sent else None,
         max_redis_connections_per_process=m.peaks.max_per_process,
         max_redis_connections_workers=m.peaks.workers_total,
         max_redis_clients=m.peaks.server_clients,
