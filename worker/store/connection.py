@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from urllib.parse import unquote_plus
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection, parse_url
+from redis.asyncio.connection import BlockingConnectionPool, Connection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 from redis.exceptions import AuthenticationError, AuthorizationError, ResponseError
@@ -273,6 +273,15 @@ def _worth_retrying(error: Exception) -> bool:
     return not isinstance(error, AuthenticationError | AuthorizationError)
 
 
+# Connections a process keeps to Redis at most, whatever its number of
+# accounts: a call is a fraction of a millisecond, so even 300 busy accounts
+# keep only a few in use at once; the idle ones share one blocking read.
+MAX_CONNECTIONS = 48
+# How long a call waits for a free connection before it fails as a
+# connection error (and is retried like one).
+CONNECTION_WAIT_S = 20.0
+
+
 def redis_client(url: str) -> Redis:
     """A client that retries a dropped connection with jittered backoff.
 
@@ -312,7 +321,14 @@ def redis_client(url: str) -> Redis:
         if is_sentinel_url(url):
             client = sentinel_client(target, options)
         else:
-            client = Redis.from_url(url, **options)
+            # A fixed number of connections, waited for when all are busy: a
+            # process with hundreds of accounts must not open hundreds (nor
+            # fail with "Too many connections" past redis-py's default).
+            blocking = BlockingConnectionPool.from_url(
+                url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT_S, **options
+            )
+            client = Redis(connection_pool=blocking)
+            client.auto_close_connection_pool = True
         pool = client.connection_pool
         # No I/O: a query parameter that the connection does not take would
         # otherwise surface as a TypeError at the first command.
