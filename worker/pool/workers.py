@@ -48,6 +48,7 @@ from worker.metrics.catalog import (
 )
 from worker.pool.heartbeat import Heartbeat
 from worker.pool.idle import LaneWatcher, watching
+from worker.pool.lateness import LatenessWatch
 from worker.pool.settle import Held, Settler
 from worker.queue.jobs import Job, invalid_reason, unsendable_reason
 from worker.queue.lanes import Early, Empty, Fetched, Late, Paused, Queue, RetryShare
@@ -133,6 +134,7 @@ class AccountWorker:
         }
         self._permit_wait = metrics.PERMIT_WAIT_SECONDS.labels(account.name)
         self._request_seconds = metrics.REQUEST_SECONDS.labels(account.name)
+        self._lateness = LatenessWatch(account.name)
 
     async def run(self, until_empty: bool = False) -> AccountExit:
         await self.queue.ensure_groups()
@@ -243,10 +245,12 @@ class AccountWorker:
                 # Too late to use safely (a stalled loop?): refunded, take a new one.
                 self._log.info("permit.late")
                 self._permits[PERMIT_LATE].inc()  # refunded by queue/fetch.lua
+                self._lateness.saw(True, time.monotonic())
                 permit = await self.limiter.acquire()
                 continue
             # From asking to the slot the job was fetched on, late ones included.
             self._permit_wait.observe(time.monotonic() - asked_mono)
+            self._lateness.saw(False, time.monotonic())
             return permit, result
 
     async def _refund(self, permit: Permit) -> None:
