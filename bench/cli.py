@@ -113,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
     tenants.add_argument(
         "--redis-max-connections", type=int, default=None, metavar="N",
         help="the workers' Redis pool cap, as ?max_connections=N on REDIS_URL "
-        "(default: unset, redis-py's own)",
+        "(default: unset, the product's own)",
     )  # fmt: skip
     imp = p.add_argument_group("import")
     imp.add_argument(

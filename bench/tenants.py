@@ -65,7 +65,7 @@ class TenantOptions:
     seed: int
     concurrency: int
     # redis-py's max_connections for the workers' pool, as a REDIS_URL query
-    # parameter, as an operator would set it; None: redis-py's own default.
+    # parameter, as an operator would set it; None: the product's own pool.
     redis_max_connections: int | None = None
 
     @property
