@@ -128,36 +128,43 @@ async def test_permit_wait_is_measured_from_redis_time_not_the_host_clock(
     assert server_wait_s - 1.0 < second.seconds_until_slot() <= server_wait_s
 
 
-async def test_pacing_bounds_every_burst_and_costs_no_allowance(
+async def test_pacing_is_a_burst_then_a_steady_pace_and_costs_no_allowance(
     redis: Redis, key_prefix: str
 ) -> None:
-    # 100 per 2 s (the tests' vendor minute), bursts of 10: at most 10 in any
-    # 0.2 s, refilled at the allowance's own rate in between.
+    # 100 per 2 s (the tests' vendor minute), bursts of 10: then one every 20 ms.
     paced = _limiter(redis, key_prefix, rate_limit=100, rate_window_s=2.0, rate_margin_s=0.02)
     unpaced = _limiter(redis, key_prefix + "u", rate_limit=100, rate_window_s=2.0,
                        rate_margin_s=0.02, rate_burst=100)  # fmt: skip
     count = 500  # five windows' worth, granted at once as reservations
-    paced_slots = [(await paced.acquire()).slot_us for _ in range(count)]
+    paced_permits = [await paced.acquire() for _ in range(count)]
+    paced_slots = [p.slot_us for p in paced_permits]
     unpaced_slots = [(await unpaced.acquire()).slot_us for _ in range(count)]
+    interval = int(0.02 * MICROS)
 
-    # Never more than the burst in the time the allowance refills it ...
-    assert max_in_window(paced_slots, int(0.2 * MICROS)) == 10
-    # ... where the vendor's limit alone would let a whole window go at once.
-    assert max_in_window(unpaced_slots, int(0.2 * MICROS)) == 100
-    # Both keep the vendor's limit in every window widened by the margin.
-    for slots in (paced_slots, unpaced_slots):
-        assert max_in_window(slots, int(2.02 * MICROS)) == 100
-    # No cost in steady state: every grant comes exactly one widened window
-    # after the one a limit's worth before it, paced or not, so each window
-    # carries the whole allowance; pacing only spreads it within the window.
+    # A burst of 10 at once (at Redis's "now", which moves on by a few ms
+    # while they are granted), then a steady pace: the 11th one interval after
+    # the first, each later one an interval after the one before it, until
+    # the vendor's window binds.
+    assert [p.slot_us for p in paced_permits[:10]] == [p.granted_at_us for p in paced_permits[:10]]
+    assert all(paced_slots[i] - paced_slots[i - 1] == interval for i in range(11, 100))
+    # A token bucket: any stretch of d holds at most 10 + d / interval slots.
+    for i in range(count):
+        for j in range(i + 1, min(i + 150, count)):
+            assert (j - i + 1) * interval <= 10 * interval + (paced_slots[j] - paced_slots[i])
+    # Without pacing, the vendor's limit alone lets a whole window go at once.
+    assert max_in_window(unpaced_slots, interval) == 100
+    # Both keep the vendor's limit in every window widened by the margin, and
+    # neither costs allowance: every grant comes exactly one widened window
+    # after the one a limit's worth before it, so each window carries the
+    # whole allowance; pacing only spreads it within the window.
     window_us = int(2.02 * MICROS)
     for slots in (paced_slots, unpaced_slots):
+        assert max_in_window(slots, window_us) == 100
         assert all(slots[i] - slots[i - 100] == window_us for i in range(100, count))
 
 
 def test_pacing_is_off_when_the_burst_is_the_whole_allowance() -> None:
     settings = make_settings(UNUSED_REDIS_URL, "p", rate_limit=100, rate_burst=100)
-    assert settings.account().pacing_cap is None
+    assert settings.account().pacing is None
     default = make_settings(UNUSED_REDIS_URL, "p", rate_limit=100, rate_window_s=60.0)
-    cap = default.account().pacing_cap
-    assert cap is not None and (cap.limit, cap.window_s) == (10, 6.0)
+    assert default.account().pacing == (10, 0.6)

@@ -44,9 +44,9 @@ VENDOR_TOKEN_BUDGET_WINDOW_S = 3600.0
 # Half a second of margin on a 60 s window costs 0.8 % of the allowance and
 # absorbs the spread between our grant time and the vendor's arrival time.
 DEFAULT_RATE_MARGIN_S = 0.5
-# Pacing: at most this many requests at once, the allowance refilled at its
-# own steady rate (limit / window) in between. 10 of the vendor's 100 a
-# minute: a burst never exceeds 6 s of allowance.
+# Pacing: at most this many requests at once, then the allowance's own steady
+# rate (one every window / limit) while the backlog lasts: a token bucket of
+# this size. 10 of the vendor's 100 a minute: a burst of 10, then one every 0.6 s.
 DEFAULT_RATE_BURST = 10
 # Refresh when this share of the token's life is left: 6 minutes of a
 # 60-minute token, so at most about one generation per hour in steady state.
@@ -162,14 +162,15 @@ class AccountSettings:
         return tuple(caps)
 
     @property
-    def pacing_cap(self) -> RateCap | None:
-        """The smoothing: ``rate_burst`` in any window that the allowance's own
-        rate refills them in. Never binding in steady state (it allows exactly
-        the vendor's rate, and the vendor's window carries the safety margin),
-        so it costs no allowance; None when the burst is the whole limit."""
+    def pacing(self) -> tuple[int, float] | None:
+        """The smoothing, as (burst, refill interval in s): a token bucket of
+        ``rate_burst`` refilled at the allowance's own rate. Never binding in
+        steady state (it allows exactly the vendor's rate, and the vendor's
+        window carries the safety margin), so it costs no allowance; None
+        when the burst is the whole limit."""
         if self.rate_burst >= self.rate_limit:
             return None
-        return RateCap(self.rate_burst, self.rate_burst * self.rate_window_s / self.rate_limit)
+        return self.rate_burst, self.rate_window_s / self.rate_limit
 
     @property
     def has_credentials(self) -> bool:

@@ -51,14 +51,14 @@ class Limiter:
         self._redis = redis
         self._keys = keys
         self._margin_us = round(account.rate_margin_s * MICROS)
-        # (limit, window, margin) triples: the vendor's and the customer's caps
-        # carry the safety margin; the pacing is a smoothing inside them.
+        # The pacing (burst, refill interval, how many recent slots it looks
+        # at), then (limit, window) pairs: the vendor's and the customer's
+        # caps, whose windows the safety margin widens.
+        burst, interval_s = account.pacing or (0, 0.0)
+        self._pacing = [burst, round(interval_s * MICROS), account.rate_limit]
         self._caps: list[int] = []
         for cap in account.rate_caps:
-            self._caps += [cap.limit, round(cap.window_s * MICROS), self._margin_us]
-        pacing = account.pacing_cap
-        if pacing is not None:
-            self._caps += [pacing.limit, round(pacing.window_s * MICROS), 0]
+            self._caps += [cap.limit, round(cap.window_s * MICROS)]
         self._window_s = account.rate_window_s
         self._acquire = register(redis, "limiter/acquire")
         self._cool_down = register(redis, "limiter/cool_down")
@@ -92,7 +92,7 @@ class Limiter:
         permit_id = f"{self._tag}:{next(self._ids)}"
         slot, now = await self._acquire(
             keys=[self._keys.limiter, self._keys.cooldown],
-            args=[permit_id, *self._caps],
+            args=[permit_id, self._margin_us, *self._pacing, *self._caps],
         )
         return Permit(permit_id, int(slot), int(now), time.monotonic())
 
