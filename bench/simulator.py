@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.environment import RateSettings
-from bench.processes import POLL_S, Child, python_module
+from bench.processes import POLL_S, Child, Usage, python_module
 from worker import simulator
 from worker.simulator.config import DEFAULT_REQUEST_LOG_LIMIT
 
@@ -103,6 +103,11 @@ class SimulatorProcess:
 
     def stop(self) -> None:
         self._child.kill()
+
+    @property
+    def usage(self) -> Usage | None:
+        """Its CPU time and peak RSS, once stopped; it shares the machine with the workers."""
+        return self._child.usage
 
 
 def _package_root(env: Mapping[str, str]) -> str:

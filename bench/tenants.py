@@ -120,6 +120,7 @@ class TenantResult:
     dead: int  # entries in the dead-letter streams
     exit_codes: list[int]
     idle_exit_code: int
+    simulator_cpu_s: float | None  # the simulator's CPU over the whole configuration
     failures: list[WorkerFailure] = field(default_factory=list)
 
 
@@ -200,6 +201,7 @@ class _Measured:
     peaks: ConnectionPeaks
     done: int
     dead: int
+    simulator: Usage | None
 
 
 def run_tenants(
@@ -241,7 +243,7 @@ def run_tenants(
             idle = measure_idle(env, run_dir)
         finally:
             sim.stop()
-    measured = _Measured(run_dir, jobs, run, timeout_s, idle, report, peaks, done, dead)
+    measured = _Measured(run_dir, jobs, run, timeout_s, idle, report, peaks, done, dead, sim.usage)
     return _result(options, names, measured)
 
 
@@ -298,5 +300,6 @@ def _result(options: TenantOptions, names: Sequence[str], m: _Measured) -> Tenan
         dead=m.dead,
         exit_codes=[u.exit_code for u in run.usages],
         idle_exit_code=m.idle.exit_code,
+        simulator_cpu_s=None if m.simulator is None else m.simulator.cpu_s,
         failures=_failures(m.run_dir, run.usages, capped),
     )
