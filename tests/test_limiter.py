@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from bench.measures import max_in_window
 from tests.conftest import make_settings
-from worker.limiter.permits import MICROS, Limiter
+from worker.limiter.permits import MICROS, Limiter, Permit
 from worker.store.keys import AccountKeys
 
 # Never dialled: the limiter is handed its Redis client.
@@ -168,3 +168,21 @@ def test_pacing_is_off_when_the_burst_is_the_whole_allowance() -> None:
     assert settings.account().pacing is None
     default = make_settings(UNUSED_REDIS_URL, "p", rate_limit=100, rate_window_s=60.0)
     assert default.account().pacing == (10, 0.6)
+
+
+async def test_the_send_deadline_is_anchored_before_the_grant_not_on_a_late_reply(
+    redis: Redis, key_prefix: str
+) -> None:
+    limiter = _limiter(redis, key_prefix, rate_limit=5, rate_window_s=1.0, rate_margin_s=0.2)
+    permit = await limiter.acquire()
+    assert permit.asked_mono <= permit.received_mono
+    # The same grant, its reply read 5 s late by a saturated process.
+    late = Permit(permit.id, permit.slot_us, permit.granted_at_us,
+                  received_mono=permit.asked_mono + 5.0, asked_mono=permit.asked_mono)  # fmt: skip
+    to_slot_s = (permit.slot_us - permit.granted_at_us) / MICROS
+    # Half the margin past the slot, counted from before the ask: the late
+    # reading moves the time to sleep, never the time to give up sending.
+    assert limiter.write_by_after_slot_s == pytest.approx(0.1)
+    deadline = late.send_deadline(limiter.write_by_after_slot_s)
+    assert deadline == pytest.approx(permit.asked_mono + to_slot_s + 0.1)
+    assert deadline < late.received_mono

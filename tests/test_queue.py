@@ -170,7 +170,9 @@ async def test_a_late_or_paused_permit_is_refunded(redis: Redis, key_prefix: str
     await queue.ensure_groups()
     await queue.enqueue(make_job("c", "9845000001"))
     permit = await limiter.acquire()
-    stale = Permit(permit.id, permit.slot_us, permit.granted_at_us, time.monotonic())
+    stale = Permit(
+        permit.id, permit.slot_us, permit.granted_at_us, time.monotonic(), permit.asked_mono
+    )
     await asyncio.sleep(0.05)
     assert isinstance(await queue.fetch(stale, "c1", TOLERANCE_US, SHARE), Late)
     assert await redis.zscore(keys.limiter, permit.id) is None

@@ -40,10 +40,25 @@ class Permit:
     # (which may disagree by minutes) never matter.
     granted_at_us: int
     received_mono: float
+    # Our monotonic clock just before asking: never later than the moment
+    # Redis granted the permit, however late this process reads the reply.
+    asked_mono: float
 
     def seconds_until_slot(self) -> float:
         elapsed = time.monotonic() - self.received_mono
         return (self.slot_us - self.granted_at_us) / MICROS - elapsed
+
+    def send_deadline(self, after_slot_s: float) -> float:
+        """The monotonic time by which the request must start being written:
+        ``after_slot_s`` past the slot, on a clock anchored before the grant.
+
+        Anchored on the ask, not on any reply: a process whose event loop
+        reads Redis's replies late (a saturated CPU) would otherwise measure
+        its budget from the late reading and send after its slot by as much
+        as it lagged, which can land a request in the next window at the
+        vendor. This deadline is never later than the slot's own.
+        """
+        return self.asked_mono + (self.slot_us - self.granted_at_us) / MICROS + after_slot_s
 
 
 class Limiter:
@@ -83,6 +98,12 @@ class Limiter:
         return self._margin_us // 4
 
     @property
+    def write_by_after_slot_s(self) -> float:
+        """How long after its slot a request may still start being written:
+        the lateness tolerated at the trade, and the send budget after it."""
+        return self._margin_us / 2 / MICROS
+
+    @property
     def send_budget_s(self) -> float:
         """How long after that trade the request may start being written."""
         return self._margin_us / 4 / MICROS
@@ -90,11 +111,12 @@ class Limiter:
     async def acquire(self) -> Permit:
         """Reserve the next slot of the account's allowance."""
         permit_id = f"{self._tag}:{next(self._ids)}"
+        asked = time.monotonic()
         slot, now = await self._acquire(
             keys=[self._keys.limiter, self._keys.cooldown],
             args=[permit_id, self._margin_us, *self._pacing, *self._caps],
         )
-        return Permit(permit_id, int(slot), int(now), time.monotonic())
+        return Permit(permit_id, int(slot), int(now), time.monotonic(), asked)
 
     async def wait_for(self, permit: Permit) -> None:
         delay = permit.seconds_until_slot()

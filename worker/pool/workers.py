@@ -324,7 +324,14 @@ class AccountWorker:
         started = time.monotonic()
         try:
             answer = await self._client.delete_record(
-                job, token, send_by=held.fetched_mono + self.limiter.send_budget_s
+                job,
+                token,
+                # The earlier of: the send budget after the trade, and half
+                # the margin after the slot on a clock that cannot lag.
+                send_by=min(
+                    held.fetched_mono + self.limiter.send_budget_s,
+                    held.permit.send_deadline(self.limiter.write_by_after_slot_s),
+                ),
             )
             verdict = classify_delete(answer)
             answered_as = metrics.answer_class(answer, verdict)
