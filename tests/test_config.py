@@ -189,8 +189,17 @@ def test_producer_keys_name_their_accounts_and_an_unlisted_key_needs_a_single_ac
 
 
 ENV_SETTINGS = sorted(
-    {*GLOBAL_ENV, *ACCOUNT_ENV, "OZP_CONFIG", "OZP_PRODUCER_KEYS", "OZP_ACCOUNT", "REDIS_URL"}
+    {
+        *GLOBAL_ENV,
+        *ACCOUNT_ENV,
+        "OZP_CONFIG",
+        "OZP_PRODUCER_KEYS",
+        "OZP_OPERATOR_KEYS",
+        "OZP_ACCOUNT",
+        "REDIS_URL",
+    }
 )
+OPERATOR_KEY = "operator-key-0123456789"
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None,
@@ -209,16 +218,20 @@ def test_any_environment_gives_settings_or_one_config_error_without_a_secret(
     environ = {**environ, "OZONETEL_API_KEY": API_KEY}
     if "OZP_PRODUCER_KEYS" in environ:
         environ["OZP_PRODUCER_KEYS"] += f",crm:{PRODUCER_KEY}"
+    if "OZP_OPERATOR_KEYS" in environ:
+        environ["OZP_OPERATOR_KEYS"] += f",ops:{OPERATOR_KEY}"
     try:
         loaded = load_settings(environ)
     except ConfigError as exc:
         message = str(exc)
         assert message and "\n" not in message and len(message) < 400
         assert API_KEY not in message and PRODUCER_KEY not in message
+        assert OPERATOR_KEY not in message
         return
     assert isinstance(loaded, Settings)
     loaded.validate()
     assert API_KEY not in repr(loaded) and PRODUCER_KEY not in repr(loaded)
+    assert OPERATOR_KEY not in repr(loaded)
 
 
 def test_operator_keys_name_their_role_and_are_held_to_the_key_rules(tmp_path: Path) -> None:
