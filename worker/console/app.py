@@ -38,6 +38,7 @@ from worker.console.sessions import (
     operator_for_key,
     session_from_cookie,
 )
+from worker.drain.progress import drains
 from worker.errors import BadInput, ConfigError
 from worker.http.limits import TokenBucket
 from worker.http.requests import Refused, read_json
@@ -370,8 +371,6 @@ async def get_dead_letters(request: web.Request) -> web.StreamResponse:
 
 async def get_drains(request: web.Request) -> web.StreamResponse:
     _api_session(request)
-    from worker.drain.progress import drains
-
     return web.json_response(
         {"drains": await drains(request.app[CONSOLE_REDIS], _settings(request))}
     )
