@@ -140,8 +140,19 @@ def test_a_malformed_sentinel_url_is_one_config_error_without_the_password(
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"OZP_REDIS_MODE": "cluster"}, "OZP_REDIS_MODE=cluster is not supported yet"),
-        ({"OZP_REDIS_MODE": "Sentinel"}, "OZP_REDIS_MODE must be standalone or sentinel"),
+        ({"OZP_REDIS_MODE": "cluster"}, "OZP_REDIS_MODE=cluster needs REDIS_URL=redis://"),
+        (
+            {"OZP_REDIS_MODE": "cluster", "REDIS_URL": f"redis+sentinel://:{SECRET}@h/{SERVICE}"},
+            "REDIS_URL names Sentinels: set OZP_REDIS_MODE=sentinel",
+        ),
+        (
+            {"OZP_REDIS_MODE": "cluster", "REDIS_URL": f"unix:///tmp/{SECRET}.sock"},
+            "REDIS_URL must start with redis:// or rediss:// when OZP_REDIS_MODE=cluster",
+        ),
+        (
+            {"OZP_REDIS_MODE": "Sentinel"},
+            "OZP_REDIS_MODE must be standalone, sentinel or cluster",
+        ),
         ({"OZP_REDIS_MODE": "sentinel"}, "OZP_REDIS_MODE=sentinel needs REDIS_URL"),
         (
             {"OZP_REDIS_MODE": "sentinel", "REDIS_URL": f"redis://:{SECRET}@h:6379/0"},

@@ -121,7 +121,7 @@ def execute(work: Callable[[Settings], Coroutine[Any, Any, int]]) -> NoReturn:
 
 @contextlib.asynccontextmanager
 async def connected(settings: Settings) -> AsyncIterator[Redis]:
-    redis = await connect(settings.redis_url_or_default)
+    redis = await connect(settings.redis_url_or_default, settings.redis_mode)
     try:
         yield redis
     finally:

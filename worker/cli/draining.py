@@ -227,7 +227,7 @@ def _embedded(server: EmbeddedRedis) -> Iterator[EmbeddedRedis]:
 async def _redis_for(settings: Settings, state_dir: Path) -> AsyncIterator[tuple[Redis, bool]]:
     """REDIS_URL's Redis, or a private one kept in ``state_dir``; True if private."""
     if settings.redis_url is not None:
-        redis = await connect(settings.redis_url)
+        redis = await connect(settings.redis_url, settings.redis_mode)
         try:
             yield redis, False
         finally:

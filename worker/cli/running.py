@@ -71,7 +71,7 @@ def run(
         bind = parse_bind(http) if http is not None else None
         stopping = stop_on_signals()
         url = settings.redis_url_or_default
-        redis = redis_client(url)
+        redis = redis_client(url, settings.redis_mode)
         try:
             server: asyncio.Task[None] | None = None
             if bind is not None:
@@ -162,7 +162,7 @@ def exporter(
 
         host, port = parse_bind(http)
         stopping = stop_on_signals()
-        redis = redis_client(settings.redis_url_or_default)
+        redis = redis_client(settings.redis_url_or_default, settings.redis_mode)
         try:
             await serve_http(settings, redis, host, port, stopping, create_exporter_app)
         finally:
@@ -203,7 +203,7 @@ def console(
             )
         host, port = parse_bind(http)
         stopping = stop_on_signals()
-        redis = redis_client(settings.redis_url_or_default)
+        redis = redis_client(settings.redis_url_or_default, settings.redis_mode)
         try:
             async with listening(settings, redis, host, port, create_console_app) as server:
                 err.print(f"console on http://{host}:{server.port}/console", markup=False)

@@ -29,6 +29,8 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 REDIS_MODES = {
     "standalone": ("redis://", "rediss://", "unix://"),
     "sentinel": ("redis+sentinel://", "rediss+sentinel://"),
+    # Any node of the cluster; the client learns the others from it.
+    "cluster": ("redis://", "rediss://"),
 }
 DEFAULT_REDIS_MODE = "standalone"
 DEFAULT_ACCOUNT = "default"
@@ -277,22 +279,20 @@ class Settings:
 
     def _validate_redis(self) -> None:
         mode, url = self.redis_mode, self.redis_url
-        if mode == "cluster":
-            raise ConfigError(
-                "OZP_REDIS_MODE=cluster is not supported yet: use standalone or sentinel"
-            )
         if mode not in REDIS_MODES:
             raise ConfigError(
-                f"OZP_REDIS_MODE must be standalone or sentinel, got {shown_value(mode)}"
+                f"OZP_REDIS_MODE must be standalone, sentinel or cluster, got {shown_value(mode)}"
             )
         schemes = REDIS_MODES[mode]
         if mode == "sentinel" and url is None:
             raise ConfigError(
                 "OZP_REDIS_MODE=sentinel needs REDIS_URL=redis+sentinel://HOST:PORT,.../SERVICE/DB"
             )
+        if mode == "cluster" and url is None:
+            raise ConfigError("OZP_REDIS_MODE=cluster needs REDIS_URL=redis://HOST:PORT of a node")
         if url is None or url.startswith(schemes):
             return
-        if mode == "standalone" and url.startswith(REDIS_MODES["sentinel"]):
+        if mode != "sentinel" and url.startswith(REDIS_MODES["sentinel"]):
             raise ConfigError("REDIS_URL names Sentinels: set OZP_REDIS_MODE=sentinel")
         # Never the URL itself: it may hold the password.
         raise ConfigError(

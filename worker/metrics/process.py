@@ -29,7 +29,7 @@ from worker.metrics.catalog import (
     REQUEST_SECONDS_BUCKETS,
     family,
 )
-from worker.store.connection import Reconnects
+from worker.store.restarts import Reconnects
 from worker.vendor.outcomes import Answer, Classification, answer_row
 
 # The process's own registry, not the library's global one: nothing that

@@ -6,6 +6,12 @@ every waiting account's lanes with a single blocking ``XREAD`` over all of
 them, so a process with hundreds of idle accounts holds one connection for
 them, not hundreds, and an idle account costs Redis nothing between its
 wake-ups beyond its share of that one read.
+
+On Redis Cluster one ``XREAD`` cannot span the accounts' slots, and a
+blocking read per slot would hold a connection per idle account: there the
+watch polls instead, every :data:`WATCH_BLOCK_S`, one non-blocking ``XREAD``
+per slot, pipelined so that each node gets one round trip. An idle account
+then costs a few reads a second, still none of its own connections.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from redis.exceptions import RedisError
 from worker.events import wait_event
 from worker.logs import get_logger
 from worker.queue.lanes import Empty
+from worker.store.cluster import is_cluster
 from worker.store.keys import LANES, AccountKeys
 
 log = get_logger(__name__)
@@ -91,12 +98,16 @@ class LaneWatcher:
             for waiter in waiting.values():
                 streams.update(waiter.last_ids)
                 owner.update(dict.fromkeys(waiter.last_ids, waiter))
+            reply: Any
             try:
-                reply = await self._redis.xread(
-                    streams,  # type: ignore[arg-type]
-                    count=1,
-                    block=round(WATCH_BLOCK_S * 1000),
-                )
+                if is_cluster(self._redis):
+                    reply = await self._poll_by_slot(streams)
+                else:
+                    reply = await self._redis.xread(
+                        streams,  # type: ignore[arg-type]
+                        count=1,
+                        block=round(WATCH_BLOCK_S * 1000),
+                    )
             except RedisError as exc:
                 # Wake everyone: each finds out for itself, and waits out the outage.
                 log.debug("idle.watch_failed", error=exc)
@@ -104,18 +115,37 @@ class LaneWatcher:
                     waiter.woken.set()
                 await wait_event(over, WATCH_BLOCK_S)
                 continue
+            woke = False
             for stream in _streams_with_entries(reply):
                 woken = owner.get(stream)
                 if woken is not None:
                     woken.woken.set()
+                    woke = True
+            if is_cluster(self._redis) and not woke:
+                await wait_event(over, WATCH_BLOCK_S)
+
+    async def _poll_by_slot(self, streams: dict[str, str]) -> list[Any]:
+        """The entries past ``streams``' ids, one ``XREAD`` per hash slot."""
+        by_slot: dict[int, dict[str, str]] = {}
+        for stream, last in streams.items():
+            slot = self._redis.keyslot(stream)  # type: ignore[attr-defined]
+            by_slot.setdefault(slot, {})[stream] = last
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for group in by_slot.values():
+                pipe.xread(group, count=1)  # type: ignore[arg-type]
+            replies = await pipe.execute()
+        return [pair for reply in replies for pair in _pairs(reply)]
 
 
-def _streams_with_entries(reply: Any) -> list[str]:
+def _pairs(reply: Any) -> list[Any]:
     # RESP2 answers a list of [stream, entries]; RESP3 a map of stream -> entries.
     if not reply:
         return []
-    pairs = reply.items() if isinstance(reply, dict) else reply
-    return [str(stream) for stream, entries in pairs if entries]
+    return list(reply.items()) if isinstance(reply, dict) else list(reply)
+
+
+def _streams_with_entries(reply: Any) -> list[str]:
+    return [str(stream) for stream, entries in _pairs(reply) if entries]
 
 
 async def _first_of(first: asyncio.Event, second: asyncio.Event, seconds: float) -> None:

@@ -29,7 +29,7 @@ from typing import Any, Literal, Self
 
 from redis.asyncio import Redis
 
-from worker.config.settings import DEFAULT_ACCOUNT, DEFAULT_KEY_PREFIX
+from worker.config.settings import DEFAULT_ACCOUNT, DEFAULT_KEY_PREFIX, DEFAULT_REDIS_MODE
 from worker.errors import BadInput, ConfigError
 from worker.queue.jobs import WIRE_VERSION, Job, MalformedEntry, from_fields, make_job
 from worker.queue.lanes import Queue
@@ -171,10 +171,18 @@ class Producer:
 
     @classmethod
     def from_url(
-        cls, url: str, *, account: str = DEFAULT_ACCOUNT, key_prefix: str = DEFAULT_KEY_PREFIX
+        cls,
+        url: str,
+        *,
+        account: str = DEFAULT_ACCOUNT,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        redis_mode: str = DEFAULT_REDIS_MODE,
     ) -> Producer:
-        """A producer with its own client; :meth:`close` closes it."""
-        producer = cls(redis_client(url), account=account, key_prefix=key_prefix)
+        """A producer with its own client; :meth:`close` closes it.
+
+        ``redis_mode`` is ``cluster`` when ``url`` names a Redis Cluster node.
+        """
+        producer = cls(redis_client(url, redis_mode), account=account, key_prefix=key_prefix)
         producer._owns_redis = True
         return producer
 

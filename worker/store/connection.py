@@ -2,10 +2,10 @@
 
 Every new connection first asks whether it reached another server process
 than the last one: a restart, or a replica promoted by Sentinel (see
-:mod:`worker.store.sentinel`). Either may lack recent writes (AOF syncs once
-a second; replication is asynchronous), so the commands registered with
-:class:`RestartWatch` (the limiters' cool-downs) run on that connection
-before anything else does.
+:mod:`worker.store.sentinel`) or by Redis Cluster (see
+:mod:`worker.store.cluster`). Either may lack recent writes, so the
+commands registered with the :class:`~worker.store.restarts.RestartWatch`
+(the limiters' cool-downs) run on that connection before anything else does.
 
 A URL is only ever shown through :func:`redacted_url`; the password it
 carries is also registered with the log redaction, so that no log line can
@@ -17,20 +17,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import unquote_plus
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import BlockingConnectionPool, Connection, parse_url
+from redis.asyncio.connection import BlockingConnectionPool, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
-from redis.exceptions import AuthenticationError, AuthorizationError, ResponseError
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from worker.config.settings import DEFAULT_REDIS_MODE
 from worker.errors import ConfigError, RedisCredentialsRefused, RedisUnavailable
 from worker.logs import REDACTED, get_logger, register_secret
+from worker.store.cluster import ClusterRestartWatch, cluster_client, cluster_watch
+from worker.store.restarts import Reconnects, RestartWatch
 from worker.store.sentinel import is_sentinel_url, parse_sentinel_url, sentinel_client
 
 log = get_logger(__name__)
@@ -66,6 +68,9 @@ REQUIRED_ACL_RULES = (
     "+zadd +zrem +zcard +zcount +zscore +zrange +zrangebyscore +zremrangebyscore",
     "+xadd +xack +xdel +xlen +xrange +xrevrange +xread +xreadgroup +xautoclaim",
     "+xpending +xgroup|create +xgroup|delconsumer +xinfo|consumers +xinfo|groups",
+    # Redis Cluster: the slot map, read at start and after a redirect or a
+    # failover (a standalone server never hears it)
+    "+cluster|slots",
 )
 
 
@@ -108,161 +113,15 @@ def _redacted_parameter(part: str) -> str:
     return part
 
 
-class RestartWatch:
-    """Notices that the client now talks to another Redis server process (a
-    restart, or a replica promoted in a failover), and reacts before any command.
-
-    Three signals, each enough on its own:
-
-    - the server's address changed: only a Sentinel-managed client moves,
-      and only to another server (a promoted replica);
-    - ``run_id`` from ``INFO server``, new with every server process, the
-      exact signal;
-    - for a user refused INFO (it is @dangerous in ACL terms), the
-      connection's ``CLIENT ID``, which any user may ask: a server numbers
-      its connections from 1 up and never reuses a number, so a connection
-      numbered below one this client already had cannot be on the same
-      server process.
-
-    The last one's blind spot: a new server that has already accepted more
-    connections than the old one had before our last one (a young server
-    restarted under a large fleet) passes for the old one. A promoted replica
-    counts its own connections, which have nothing to do with the old
-    primary's; the address catches that case. Grant INFO where the policy
-    allows, for the exact signal.
-
-    Connections set up at the same time are numbered in the order the
-    server accepted them, not in the order their set-ups finish: a later
-    one may report its number first. So a number is compared with the
-    highest known when this connection's own set-up (AUTH, the client
-    name, CLIENT ID) starts, once its socket is open: a connection the
-    server accepted after this one would have had to finish all of those
-    round trips before this one started its first.
-
-    The check and the commands run one connection at a time, and the new
-    server is taken as known only once its commands succeeded: no other
-    connection of this client reaches the new server before the commands
-    did, and one that failed half-way leaves the next to find it new again.
-    """
-
-    def __init__(self) -> None:
-        self.run_id: str | None = None
-        self.address: str | None = None
-        self.highest_client_id = 0
-        self.info_refused = False
-        self.restarts = 0
-        self._commands: dict[str, tuple[Any, ...]] = {}
-        self._checking = asyncio.Lock()
-
-    def on_restart(self, name: str, *command: Any) -> None:
-        """Run ``command`` first on a connection to a restarted server."""
-        self._commands[name] = command
-
-    async def on_connect(self, connection: Connection) -> None:
-        seen = (self.highest_client_id, self.restarts)
-        await connection.on_connect()
-        Reconnects.connected()
-        async with self._checking:
-            known = (self.run_id, self.address, self.highest_client_id)
-            signal = await self._restarted(connection, seen)
-            if signal is None:
-                return
-            try:
-                for command in self._commands.values():
-                    await connection.send_command(*command)
-                    await connection.read_response()
-            except BaseException:
-                self.run_id, self.address, self.highest_client_id = known
-                raise
-            self.restarts += 1
-            log.warning("redis.restarted", signal=signal, actions=sorted(self._commands))
-
-    async def _restarted(self, connection: Connection, seen: tuple[int, int]) -> str | None:
-        """Which signal says this connection is on another server, if any."""
-        address = _address(connection)
-        moved = self.address is not None and address != self.address
-        self.address = address
-        if not self.info_refused:
-            await connection.send_command("INFO", "server")
-            try:
-                info = str(await connection.read_response())
-            except ResponseError:
-                # NOPERM for a user without @dangerous (or a proxy that
-                # hides INFO): ask once, not on every connection, since
-                # each refusal also lands in the server's ACL LOG.
-                self.info_refused = True
-                log.debug("redis.restart_watch", signal="client_id", why="INFO refused")
-            else:
-                changed = self._run_id_changed(info)
-                return "address" if moved else "run_id" if changed else None
-        await connection.send_command("CLIENT", "ID")
-        client_id = int(await connection.read_response())
-        highest_before, restarts_before = seen
-        if moved:
-            # Another server's numbers: compare later connections with them.
-            self.highest_client_id = client_id
-            return "address"
-        # After a restart every pooled connection reconnects at once; the
-        # first to finish reports it, the others are on the same new server.
-        if client_id < highest_before and self.restarts == restarts_before:
-            self.highest_client_id = client_id
-            return "client_id"
-        self.highest_client_id = max(self.highest_client_id, client_id)
-        return None
-
-    def _run_id_changed(self, info: str) -> bool:
-        run_id = next(
-            (
-                line.partition(":")[2].strip()
-                for line in info.splitlines()
-                if line.startswith("run_id:")
-            ),
-            "",
-        )
-        changed = self.run_id is not None and run_id != self.run_id
-        self.run_id = run_id
-        return changed
-
-
-def _address(connection: Connection) -> str:
-    """Where the connection went: host and port, or a Unix socket's path."""
-    path = getattr(connection, "path", None)
-    if path:
-        return str(path)
-    return f"{getattr(connection, 'host', '')}:{getattr(connection, 'port', '')}"
-
-
-def restart_watch(redis: Redis) -> RestartWatch | None:
+def restart_watch(redis: Redis) -> RestartWatch | ClusterRestartWatch | None:
     """The watch of a client made by :func:`redis_client`, if any."""
-    hook = redis.connection_pool.connection_kwargs.get("redis_connect_func")
+    watches = cluster_watch(redis)
+    if watches is not None:
+        return watches
+    pool = getattr(redis, "connection_pool", None)
+    hook = None if pool is None else pool.connection_kwargs.get("redis_connect_func")
     watch = getattr(hook, "__self__", None)
     return watch if isinstance(watch, RestartWatch) else None
-
-
-class Reconnects:
-    """Redis coming back after a connection of this process failed.
-
-    A failure is noted where the client judges whether to retry it (every
-    connection error and timeout passes there, retried or not); the next
-    connection that completes its set-up is a reconnect, announced to each
-    listener (the ``ozp_redis_reconnects_total`` counter), however many
-    calls failed meanwhile. After a restart, each pooled connection found
-    dead on its next use may count once more.
-    """
-
-    lost = False
-    listeners: ClassVar[list[Callable[[], None]]] = []
-
-    @classmethod
-    def failed(cls) -> None:
-        cls.lost = True
-
-    @classmethod
-    def connected(cls) -> None:
-        if cls.lost:
-            cls.lost = False
-            for listener in cls.listeners:
-                listener()
 
 
 def _worth_retrying(error: Exception) -> bool:
@@ -273,23 +132,25 @@ def _worth_retrying(error: Exception) -> bool:
     return not isinstance(error, AuthenticationError | AuthorizationError)
 
 
-# Connections a process keeps to Redis at most, whatever its number of
-# accounts: a call is a fraction of a millisecond, so even 300 busy accounts
-# keep only a few in use at once; the idle ones share one blocking read.
+# Connections a process keeps to Redis (to each node of a cluster) at most,
+# whatever its number of accounts: a call is a fraction of a millisecond, so
+# even 300 busy accounts keep only a few in use at once; the idle ones share
+# one blocking read.
 MAX_CONNECTIONS = 48
 # How long a call waits for a free connection before it fails as a
 # connection error (and is retried like one).
 CONNECTION_WAIT_S = 20.0
 
 
-def redis_client(url: str) -> Redis:
+def redis_client(url: str, mode: str = DEFAULT_REDIS_MODE) -> Redis:
     """A client that retries a dropped connection with jittered backoff.
 
     The URL's scheme says what it names: ``redis://``, ``rediss://`` and
     ``unix://`` one server, ``redis+sentinel://`` and ``rediss+sentinel://``
     the Sentinels of a primary (see :mod:`worker.store.sentinel`). The
-    settings hold ``OZP_REDIS_MODE`` to the same rule, so every caller
-    passes only the URL.
+    settings hold ``OZP_REDIS_MODE`` to the same rule. A cluster node's URL
+    looks like any server's, so ``mode`` (the settings' ``redis_mode``) says
+    ``cluster`` (see :mod:`worker.store.cluster`).
     """
     options: dict[str, Any] = {
         "decode_responses": True,
@@ -320,6 +181,10 @@ def redis_client(url: str) -> Redis:
     try:
         if is_sentinel_url(url):
             client = sentinel_client(target, options)
+        elif mode == "cluster":
+            # No pool to check: the cluster client rejects what its nodes
+            # would not take when it is built.
+            return cluster_client(url, options, MAX_CONNECTIONS)
         else:
             # A fixed number of connections, waited for when all are busy: a
             # process with hundreds of accounts must not open hundreds (nor
@@ -333,7 +198,7 @@ def redis_client(url: str) -> Redis:
         # No I/O: a query parameter that the connection does not take would
         # otherwise surface as a TypeError at the first command.
         pool.connection_class(**pool.connection_kwargs)
-    except TypeError as exc:
+    except (TypeError, RedisClusterException) as exc:
         raise ConfigError(f"REDIS_URL {redacted_url(url)}: {exc}") from None
     return client
 
@@ -379,9 +244,9 @@ def _is_certificate_refusal(error: BaseException) -> bool:
     return "certificate verify failed" in str(error)
 
 
-async def connect(url: str) -> Redis:
+async def connect(url: str, mode: str = DEFAULT_REDIS_MODE) -> Redis:
     """Connect and check with a PING; raise :class:`RedisUnavailable` on failure."""
-    client = redis_client(url)
+    client = redis_client(url, mode)
     try:
         await client.ping()
     except (AuthenticationError, AuthorizationError) as exc:

@@ -108,6 +108,7 @@ class TokenManager:
         self._begin = register(redis, "tokens/begin_refresh")
         self._commit = register(redis, "tokens/commit")
         self._release = register(redis, "tokens/release")
+        self._load_script = register(redis, "tokens/load")
 
     async def current(self) -> Token:
         """A token to send with; refreshes it (once, centrally) when due."""
@@ -182,11 +183,11 @@ class TokenManager:
         await self._refresh_if_current(token.generation, wait=True, rejected=True)
 
     async def _load(self) -> Token | None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.time()
-            pipe.hgetall(self._keys.token)
-            pipe.get(self._keys.halted)
-            (seconds, micros), stored, halted = await pipe.execute()
+        seconds_text, micros_text, halted, fields = await self._load_script(
+            keys=[self._keys.token, self._keys.halted]
+        )
+        seconds, micros = int(seconds_text), int(micros_text)
+        stored = dict(zip(fields[::2], fields[1::2], strict=True))
         if halted:
             raise AccountHalted(self._account.name, halted)
         if not stored.get("value"):
