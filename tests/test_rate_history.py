@@ -1,5 +1,10 @@
 """The rate chart's history: requests sent per minute, bucketed by the permit's
-slot on the Redis clock, zero-filled, bounded, and expiring with an idle account."""
+slot on the Redis clock, zero-filled, bounded, and expiring with an idle account.
+
+The count is taken by ``limiter/history.lua``, which the settling scripts
+(``results/record.lua``, ``queue/retry.lua``) include: the per-minute rules
+are tested on the script itself, and the settling scripts are tested to
+count a request that left, once, and nothing else."""
 
 from __future__ import annotations
 
@@ -9,16 +14,16 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.conftest import TIME_SCALE, Simulator, eventually, make_settings
 from worker.accounts.control import AccountExit
-from worker.limiter.history import KEEP_MINUTES, MINUTE_MS, TTL_MS, minutes, note_sent
-from worker.pool import workers
+from worker.limiter.history import KEEP_MINUTES, MINUTE_MS, TTL_MS, chart_args, minutes
 from worker.pool.workers import run_pool
-from worker.queue.jobs import make_job
-from worker.queue.lanes import Queue
-from worker.store.keys import AccountKeys
+from worker.queue.jobs import from_fields, make_job
+from worker.queue.lanes import Delivery, Queue
+from worker.results.records import Record, Recorder
+from worker.store.keys import CONSUMER_GROUP, AccountKeys
+from worker.store.lua import register
 
 CAMPAIGN = "spring_sale"
 DELETABLE = [f"98450{i:05d}" for i in range(120)]
@@ -33,6 +38,23 @@ async def redis_minute(redis: Redis) -> int:
 
 def slot_in(minute: int, offset_us: int = 30_000_000) -> int:
     return minute * MINUTE_US + offset_us
+
+
+async def note_sent(redis: Redis, keys: AccountKeys, slot_us: int) -> None:
+    """One request counted by ``limiter/history.lua`` on its own, with the
+    arguments a settling script passes it."""
+    script = register(redis, "limiter/history")
+    await script(keys=[keys.rate_minutes], args=chart_args(slot_us))
+
+
+async def taken(redis: Redis, keys: AccountKeys, phone: str) -> Delivery:
+    """A job queued and read as a worker would: in flight, to be settled."""
+    queue = Queue(redis, keys)
+    await queue.ensure_groups()
+    assert await queue.enqueue(make_job(CAMPAIGN, phone))
+    reply = await redis.xreadgroup(CONSUMER_GROUP, "c1", {keys.bulk: ">"}, count=1)
+    entry_id, fields = reply[0][1][0]
+    return Delivery("bulk", entry_id, fields, from_fields(fields, entry_id))
 
 
 async def queue_jobs(redis: Redis, keys: AccountKeys) -> None:
@@ -76,11 +98,7 @@ async def test_the_minutes_add_up_to_the_deletes_the_vendor_saw(
 
 
 async def test_a_failed_note_fails_no_job(
-    redis: Redis,
-    redis_url: str,
-    key_prefix: str,
-    simulator_factory: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    redis: Redis, redis_url: str, key_prefix: str, simulator_factory: Any
 ) -> None:
     sim: Simulator = await simulator_factory(
         campaigns={CAMPAIGN: set(DELETABLE)}, time_scale=TIME_SCALE
@@ -88,19 +106,43 @@ async def test_a_failed_note_fails_no_job(
     settings = make_settings(redis_url, key_prefix, base_url=sim.url)
     keys = AccountKeys(key_prefix, "default")
     await queue_jobs(redis, keys)
-    notes: list[int] = []
+    # Not a hash: every write to the chart fails (WRONGTYPE), in every
+    # settling script, for every request.
+    await redis.set(keys.rate_minutes, "not a chart")
 
-    async def failing(redis: Redis, keys: AccountKeys, slot_us: int) -> None:
-        notes.append(slot_us)
-        raise RedisConnectionError("the chart's Redis call failed")
-
-    monkeypatch.setattr(workers, "note_sent", failing)
     exits = await asyncio.wait_for(run_pool(settings, redis, asyncio.Event(), until_empty=True), 60)
 
     assert exits == {"default": AccountExit.EMPTY}
-    assert len(notes) == await deletes_seen(sim) >= len(DELETABLE) + len(UNKNOWN)
+    assert await deletes_seen(sim) >= len(DELETABLE) + len(UNKNOWN)
     assert int(await redis.xlen(keys.results)) == len(DELETABLE) + len(UNKNOWN)
-    assert not await redis.exists(keys.rate_minutes)
+    assert int(await redis.xlen(keys.dlq)) == len(UNKNOWN)
+    assert await redis.get(keys.rate_minutes) == "not a chart"
+
+
+async def test_settling_a_request_that_left_counts_it_once_in_its_slots_minute(
+    redis: Redis, key_prefix: str
+) -> None:
+    keys = AccountKeys(key_prefix, "default")
+    settings = make_settings("redis://127.0.0.1:9/0", key_prefix)
+    recorder, queue = Recorder(redis, keys, settings), Queue(redis, keys)
+    now = await redis_minute(redis)
+    done = Record("deleted", "Deleted Successfully", 1)
+
+    # A request answered, and one to be retried: each counts, in its slot's minute.
+    first = await taken(redis, keys, "9845000001")
+    assert await recorder.record(first, done, sent_slot_us=slot_in(now - 2))
+    retried = await taken(redis, keys, "9845000002")
+    await queue.schedule_retry(retried, dict(retried.fields), 60.0, sent_slot_us=slot_in(now - 1))
+    # A second delivery of a job already recorded: its request left all the same.
+    assert not await recorder.record(first, done, sent_slot_us=slot_in(now - 1))
+    # Refused before sending, put back unsent: nothing left, nothing counts.
+    refused = await taken(redis, keys, "9845000003")
+    assert await recorder.record(refused, Record("dead", "not sent", 0, "invalid_job"))
+    put_back = await taken(redis, keys, "9845000004")
+    await queue.schedule_retry(put_back, dict(put_back.fields), 0.0)
+
+    assert await redis.hgetall(keys.rate_minutes) == {str(now - 2): "1", str(now - 1): "2"}
+    assert 0 < await redis.pttl(keys.rate_minutes) <= TTL_MS
 
 
 async def test_a_request_counts_in_its_slots_minute_not_the_current_one(

@@ -9,6 +9,13 @@ One hash per account (``AccountKeys.rate_minutes``): minute index (slot
 // 60 s) -> requests. ``limiter/history.lua`` keeps it to about
 ``KEEP_MINUTES`` fields and gives it a TTL, so memory is bounded and an idle
 account leaves nothing.
+
+The count is taken in the step that settles the request, not in a call of
+its own: ``results/record.lua`` and ``queue/retry.lua`` include
+``history.lua`` (see :mod:`worker.limiter.scripts`) and run it when told the
+slot of a request that left (:func:`chart_args`). A chart that cannot be
+written (a wrong type under its key) fails no job: the included call is
+protected, and the settle goes on without it.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from worker.store.keys import AccountKeys
-from worker.store.lua import register
 
 MINUTE_US = 60_000_000
 MINUTE_MS = 60_000
@@ -27,13 +33,15 @@ KEEP_MINUTES = 70
 # minute's field is made.
 TTL_MS = (KEEP_MINUTES + 2) * MINUTE_MS
 MAX_MINUTES = KEEP_MINUTES
+# How a settling script includes history.lua (see worker.limiter.scripts).
+INCLUDED = ("limiter/history", "note_sent")
 
 
-async def note_sent(redis: Redis, keys: AccountKeys, slot_us: int) -> None:
-    """Count one request sent on a permit whose slot is ``slot_us`` (Redis clock, µs)."""
-    # register_script is cheap (a hash of the source) and keeps no per-client state to manage.
-    script = register(redis, "limiter/history")
-    await script(keys=[keys.rate_minutes], args=[int(slot_us), KEEP_MINUTES, TTL_MS])
+def chart_args(sent_slot_us: int | None) -> list[int | str]:
+    """The arguments a settling script passes on to ``history.lua``: the slot of
+    the request that left (empty: nothing left, nothing to count), the
+    minutes kept and the hash's TTL."""
+    return ["" if sent_slot_us is None else int(sent_slot_us), KEEP_MINUTES, TTL_MS]
 
 
 async def minutes(redis: Redis, keys: AccountKeys, count: int = 60) -> list[tuple[int, int]]:

@@ -76,40 +76,46 @@ class Settler:
         self._log = log.bind(account=keys.account)
 
     async def settle(self, held: Held, job: Job, verdict: Classification) -> None:
+        """Settle the answer to a request that left: every path below writes
+        through record.lua or retry.lua exactly once with ``sent=True``, which
+        counts the request in the rate chart in that same step."""
         attempts = job.attempts + 1
         match verdict.outcome:
             case Outcome.DELETED:
-                await self.finish(held, Record("deleted", verdict.message, attempts))
+                await self.finish(held, Record("deleted", verdict.message, attempts), sent=True)
             case Outcome.NOT_FOUND if held.delivery.maybe_sent:
                 # An earlier attempt may have deleted it and lost the answer.
-                await self.finish(held, Record("already_deleted", verdict.message, attempts))
+                record = Record("already_deleted", verdict.message, attempts)
+                await self.finish(held, record, sent=True)
             case Outcome.NOT_FOUND | Outcome.BAD_JOB:
                 reason = verdict.reason or NO_RECORD
-                await self.finish(held, Record("dead", verdict.message, attempts, reason))
+                record = Record("dead", verdict.message, attempts, reason)
+                await self.finish(held, record, sent=True)
             case Outcome.TOKEN if held.token is not None:
-                await self.retry(held, job, delay_s=0.0, counted=False)
+                await self.retry(held, job, delay_s=0.0, counted=False, sent=True)
                 if self._tokens is not None:
                     with contextlib.suppress(TokenUnavailable, AccountHalted):
                         await self._tokens.on_rejected(held.token)
             case Outcome.TOKEN | Outcome.ACCOUNT:
                 # A token answer in apikey mode means the account wants tokens:
                 # a configuration error, like wrong credentials.
-                await self.retry(held, job, delay_s=0.0, counted=False)
+                await self.retry(held, job, delay_s=0.0, counted=False, sent=True)
                 await halt_account(self._redis, self._keys, verdict.message)
             case Outcome.RATE_LIMITED:
                 until = await self._limiter.cool_down()
                 self._log.warning("limiter.cool_down", message=verdict.message, until=until)
-                await self.retry(held, job, delay_s=0.0, counted=False)
+                await self.retry(held, job, delay_s=0.0, counted=False, sent=True)
             case _:
                 if attempts >= self._settings.max_attempts:
                     reason = verdict.reason or RETRIES_EXHAUSTED
-                    await self.finish(held, Record("dead", verdict.message, attempts, reason))
+                    record = Record("dead", verdict.message, attempts, reason)
+                    await self.finish(held, record, sent=True)
                 else:
                     delay = backoff_s(
                         attempts, self._settings.retry_base_s, self._settings.retry_max_s
                     )
                     # The request may have arrived and deleted the record.
-                    await self.retry(held, job, delay, counted=True, maybe_sent=True)
+                    await self.retry(held, job, delay, counted=True, maybe_sent=True, sent=True)
                     self._log.info(
                         "job.retry",
                         job_id=job.id,
@@ -119,8 +125,17 @@ class Settler:
                     )
 
     async def retry(
-        self, held: Held, job: Job, delay_s: float, counted: bool, maybe_sent: bool = False
+        self,
+        held: Held,
+        job: Job,
+        delay_s: float,
+        counted: bool,
+        maybe_sent: bool = False,
+        *,
+        sent: bool = False,
     ) -> None:
+        """Schedule the job again; ``sent``: a request left on ``held``'s permit
+        (``counted``: and it counts as an attempt)."""
         fields = dict(held.delivery.fields)
         if counted:
             fields["attempts"] = str(job.attempts + 1)
@@ -128,10 +143,17 @@ class Settler:
             fields["sent"] = "1"
         if job.enqueued_ms is not None:
             fields["enqueued"] = str(job.enqueued_ms)
-        await self.durably(lambda: self._queue.schedule_retry(held.delivery, fields, delay_s))
+        slot = held.permit.slot_us if sent else None
+        await self.durably(
+            lambda: self._queue.schedule_retry(held.delivery, fields, delay_s, sent_slot_us=slot)
+        )
 
-    async def finish(self, held: Held, record: Record) -> None:
-        recorded = await self.durably(lambda: self._recorder.record(held.delivery, record))
+    async def finish(self, held: Held, record: Record, *, sent: bool = False) -> None:
+        """Write the job's terminal record; ``sent``: a request left on ``held``'s permit."""
+        slot = held.permit.slot_us if sent else None
+        recorded = await self.durably(
+            lambda: self._recorder.record(held.delivery, record, sent_slot_us=slot)
+        )
         if recorded:
             # Only the write that made the record counts: summed over every
             # process, each job is counted once however often it was delivered.

@@ -27,14 +27,12 @@ from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import AuthorizationError as RedisAuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.accounts.control import AccountExit
 from worker.config.settings import AccountSettings, Settings
 from worker.errors import AccountHalted, TokenUnavailable
 from worker.events import wait_event
-from worker.limiter.history import note_sent
 from worker.limiter.permits import Limiter, Permit
 from worker.logs import get_logger, register_secret
 from worker.metrics import process as metrics
@@ -344,11 +342,6 @@ class AccountWorker:
             return
         self._request_seconds.observe(time.monotonic() - started)
         self._permits[PERMIT_USED].inc()
-        try:
-            await note_sent(self._redis, self.keys, held.permit.slot_us)
-        except RedisError as exc:
-            # The rate chart is a view: a job is never failed for it.
-            self._log.debug("rate_history.not_noted", error=exc)
         metrics.REQUESTS.labels(self.keys.account, answered_as).inc()
         await self._settler.settle(held, job, verdict)
 

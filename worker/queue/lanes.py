@@ -19,7 +19,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from worker.config.settings import DEFAULT_RESULT_TTL_S
+from worker.limiter import history
 from worker.limiter.permits import Permit
+from worker.limiter.scripts import register_composed
 from worker.queue.jobs import WIRE_VERSION, Job, MalformedEntry, from_fields
 from worker.store.keys import CONSUMER_GROUP, LANES, AccountKeys, Lane, accounts_key
 from worker.store.lua import register
@@ -217,7 +219,7 @@ class Queue:
         self._claim_ttl_s = claim_ttl_s
         self._enqueue = register(redis, "queue/enqueue")
         self._fetch = register(redis, "queue/fetch")
-        self._retry = register(redis, "queue/retry")
+        self._retry = register_composed(redis, "queue/retry", history.INCLUDED)
         self._reclaim = register(redis, "queue/reclaim")
         self._forget = register(redis, "queue/forget_consumers")
 
@@ -352,17 +354,30 @@ class Queue:
         return Empty(last_ids, next_due if next_due >= 0 else None)
 
     async def schedule_retry(
-        self, delivery: Delivery, fields: dict[str, str], delay_s: float
+        self,
+        delivery: Delivery,
+        fields: dict[str, str],
+        delay_s: float,
+        sent_slot_us: int | None = None,
     ) -> None:
         """Move the job off its lane into the delayed set, due after ``delay_s``.
 
         When due, it joins the retry lane, whatever lane it came from.
+        ``sent_slot_us``: the permit's slot of the request that left and is
+        to be retried, counted in the rate chart in the same step; None when
+        none left (a job put back before sending).
         """
         job_id = fields.get("id", delivery.entry_id)
         member = json.dumps({"job": job_id, "fields": fields}, sort_keys=True)
         await self._retry(
-            keys=[self._keys.lane(delivery.lane), self._keys.delayed],
-            args=[CONSUMER_GROUP, delivery.entry_id, max(round(delay_s * 1000), 0), member],
+            keys=[self._keys.lane(delivery.lane), self._keys.delayed, self._keys.rate_minutes],
+            args=[
+                CONSUMER_GROUP,
+                delivery.entry_id,
+                max(round(delay_s * 1000), 0),
+                member,
+                *history.chart_args(sent_slot_us),
+            ],
         )
 
     async def reclaim(self, consumer: str, min_idle_s: float) -> int:

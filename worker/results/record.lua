@@ -7,15 +7,24 @@
 -- KEYS[5]  counters hash         KEYS[6]  de-duplication set
 -- KEYS[7]  status hash of the entry's own id (lane@entry id)
 -- KEYS[8]  dead letters held per reason (hash)
+-- KEYS[9]  the rate chart: requests sent per minute (hash, limiter/history.lua)
 -- ARGV[1]  consumer group        ARGV[2]  the job's entry id ('' if none)
 -- ARGV[3]  outcome: deleted | already_deleted | dead
 -- ARGV[4]  de-duplication digest of the entry's (campaign, phone) ('' if none)
 -- ARGV[5]  status TTL, s         ARGV[6]  approximate cap of both streams
 -- ARGV[7]  the entry's own id, used when the named id is another number's
--- ARGV[8]  n: number of result fields; ARGV[9 .. 8+2n] their names and values,
---          job_id first; then the dead letter's extra name/value pairs, when
---          outcome is dead
+-- ARGV[8]  n: number of result fields
+-- ARGV[9]  the slot (server µs) of the request this settles, '' if none left
+-- ARGV[10] minutes the chart keeps   ARGV[11] the chart's TTL, ms
+-- ARGV[12 .. 11+2n] the result fields' names and values, job_id first; then
+--          the dead letter's extra name/value pairs, when outcome is dead
 -- Returns  1 if recorded now, 0 if the job already had its record
+--
+-- Runs with limiter/history.lua included ahead of it as note_sent(KEYS,
+-- ARGV) (worker/limiter/scripts.py): a request that left counts in its
+-- slot's minute in this same step, whether or not the job already had its
+-- record (it left all the same). The chart is a view: a write to it that
+-- fails (a wrong type under its key) is caught, and fails no record.
 --
 -- The dead-letter stream is capped exactly at ARGV[6], oldest first, and
 -- every letter added or trimmed is counted in KEYS[8] in the same step, so
@@ -38,9 +47,11 @@ local function forget_letter(counts, reason)
   if redis.call('HINCRBY', counts, reason, -1) <= 0 then redis.call('HDEL', counts, reason) end
 end
 
+if ARGV[9] ~= '' then pcall(note_sent, {KEYS[9]}, {ARGV[9], ARGV[10], ARGV[11]}) end
+
 local status = KEYS[4]
 local fields = {}
-for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 12, #ARGV do fields[#fields + 1] = ARGV[i] end
 local claimed = redis.call('HGET', status, 'digest')
 if claimed and claimed ~= '' and claimed ~= ARGV[4] then
   status = KEYS[7]

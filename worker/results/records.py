@@ -15,10 +15,11 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from worker.config.settings import Settings
+from worker.limiter import history
+from worker.limiter.scripts import register_composed
 from worker.queue.jobs import readable
 from worker.queue.lanes import Delivery
 from worker.store.keys import CONSUMER_GROUP, AccountKeys
-from worker.store.lua import register
 
 Terminal = Literal["deleted", "already_deleted", "dead"]
 # A malformed entry's raw fields, as kept in its dead letter.
@@ -42,10 +43,16 @@ class Recorder:
         self._redis = redis
         self._keys = keys
         self._settings = settings
-        self._record = register(redis, "results/record")
+        self._record = register_composed(redis, "results/record", history.INCLUDED)
 
-    async def record(self, delivery: Delivery, record: Record) -> bool:
+    async def record(
+        self, delivery: Delivery, record: Record, sent_slot_us: int | None = None
+    ) -> bool:
         """Write the job's terminal record and ack it; False if it already had one.
+
+        ``sent_slot_us``: the permit's slot of the request whose answer this
+        settles, counted in the rate chart in the same step; None when no
+        request left (a job refused before sending).
 
         Only a job that parsed names the id it is recorded under, and only if
         that id is its own (``results/record.lua`` checks the claim); a
@@ -91,6 +98,7 @@ class Recorder:
             self._settings.stream_maxlen,
             own_id,
             len(result),
+            *history.chart_args(sent_slot_us),
         ]
         for name, value in [*result.items(), *extra.items()]:
             args += [name, value]
@@ -104,6 +112,7 @@ class Recorder:
                 self._keys.pending,
                 self._keys.job(own_id),
                 self._keys.dlq_reasons,
+                self._keys.rate_minutes,
             ],
             args=args,
         )
