@@ -22,8 +22,9 @@ Two things the plain client does for one server are done here per node:
 
 And one bound: a process keeps at most ``max_connections`` commands in
 flight at once, whatever its number of accounts, so no node ever sees more
-connections from it than that (redis-py's own cluster limit fails a command
-instead of waiting for a connection).
+connections from it than that, but for the one the client asks the slot map
+on (redis-py's own cluster limit fails a command instead of waiting for a
+connection).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import asyncio
 from typing import Any, cast
 
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.cluster import PRIMARY
 
@@ -132,6 +134,28 @@ class BoundedRedisCluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self._in_flight:
             return await super().execute_command(*args, **kwargs)
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused there
+        return _BoundedPipeline(self, transaction, self._in_flight)  # type: ignore[abstract]
+
+
+class _BoundedPipeline(ClusterPipeline):
+    """A pipeline counted as one command in flight: it holds at most one
+    connection per node while it runs."""
+
+    def __init__(
+        self, client: RedisCluster, transaction: Any | None, in_flight: asyncio.Semaphore
+    ) -> None:
+        super().__init__(client, transaction)
+        self._ozp_in_flight = in_flight
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        async with self._ozp_in_flight:
+            return await super().execute(raise_on_error, allow_redirections)
 
 
 def cluster_client(url: str, options: dict[str, Any], max_connections: int) -> Redis:
