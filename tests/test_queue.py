@@ -8,10 +8,11 @@ from typing import cast
 
 from redis.asyncio import Redis
 
+from bench.measures import max_in_window
 from tests.conftest import make_settings
 from worker.accounts.control import pause_account, resume_account
 from worker.config.settings import DEFAULT_RESULT_TTL_S
-from worker.limiter.permits import Limiter, Permit
+from worker.limiter.permits import MICROS, Limiter, Permit
 from worker.queue.jobs import make_job
 from worker.queue.lanes import Empty, Fetched, Late, Paused, Queue, RetryShare
 from worker.results.records import Record, Recorder
@@ -184,6 +185,85 @@ async def test_a_late_or_paused_permit_is_refunded(redis: Redis, key_prefix: str
     assert await redis.zscore(keys.limiter, permit.id) is None
     assert await resume_account(redis, keys)
     assert isinstance(await _fetch(queue, limiter), Fetched)
+
+
+async def test_a_fetch_reserves_the_next_permit_only_when_asked_and_only_with_a_job(
+    redis: Redis, key_prefix: str
+) -> None:
+    keys, queue, limiter = _parts(redis, key_prefix)
+    await queue.ensure_groups()
+    await queue.enqueue_many(make_job("c", f"98450{i:05d}") for i in range(2))
+
+    # After a job, when asked to: the next permit is in the limiter's schedule.
+    permit = await limiter.acquire()
+    await limiter.wait_for(permit)
+    fetched = await queue.fetch(permit, "c1", ANY_LATENESS_US, SHARE, limiter.ask(after_job=True))
+    assert isinstance(fetched, Fetched) and fetched.next_permit is not None
+    reserved = fetched.next_permit
+    assert await redis.zscore(keys.limiter, reserved.id) == reserved.slot_us
+    assert reserved.slot_us >= reserved.granted_at_us >= permit.slot_us
+
+    # Not after a job unless asked to (no free slot for the next request).
+    await limiter.wait_for(reserved)
+    fetched = await queue.fetch(
+        reserved, "c1", ANY_LATENESS_US, SHARE, limiter.ask(after_job=False)
+    )
+    assert isinstance(fetched, Fetched) and fetched.next_permit is None
+    held = await redis.zrange(keys.limiter, 0, -1)
+    assert sorted(held) == sorted([permit.id, reserved.id])
+
+    # Nothing to hand out: refunded, and nothing reserved in its place.
+    permit = await limiter.acquire()
+    await limiter.wait_for(permit)
+    empty = await queue.fetch(permit, "c1", ANY_LATENESS_US, SHARE, limiter.ask(after_job=True))
+    assert isinstance(empty, Empty)
+    assert sorted(await redis.zrange(keys.limiter, 0, -1)) == sorted(held)
+
+    # Late: refunded, and its replacement reserved in the same call.
+    permit = await limiter.acquire()
+    stale = Permit(
+        permit.id, permit.slot_us, permit.granted_at_us, time.monotonic(), permit.asked_mono
+    )
+    await asyncio.sleep(0.05)
+    late = await queue.fetch(stale, "c1", TOLERANCE_US, SHARE, limiter.ask(after_job=False))
+    assert isinstance(late, Late) and late.next_permit is not None
+    assert await redis.zscore(keys.limiter, permit.id) is None
+    assert await redis.zscore(keys.limiter, late.next_permit.id) == late.next_permit.slot_us
+
+
+async def test_permits_reserved_by_fetches_and_asked_for_alone_share_one_schedule(
+    redis: Redis, key_prefix: str
+) -> None:
+    """The next permit a fetch reserves keeps every limit, beside permits that
+    other dispatchers ask for on their own: one schedule, never over the limit."""
+    settings = make_settings(
+        "redis://127.0.0.1:9/0", key_prefix, rate_limit=4, rate_window_s=0.4, rate_margin_s=0.02
+    )
+    keys = AccountKeys(key_prefix, "default")
+    queue = Queue(redis, keys)
+    await queue.ensure_groups()
+    await queue.enqueue_many(make_job("c", f"98450{i:05d}") for i in range(40))
+    limiters = [Limiter(redis, keys, settings.account()) for _ in range(2)]
+    spent: list[int] = []
+
+    async def dispatcher(limiter: Limiter, chained: bool) -> None:
+        permit: Permit | None = None
+        while len(spent) < 24:
+            permit = permit or await limiter.acquire()
+            await limiter.wait_for(permit)
+            then = limiter.ask(after_job=True) if chained else None
+            fetched = await queue.fetch(permit, "c1", ANY_LATENESS_US, SHARE, then)
+            assert isinstance(fetched, Fetched)
+            spent.append(permit.slot_us)
+            permit = fetched.next_permit
+            assert (permit is not None) == chained
+        if permit is not None:
+            await limiter.refund(permit)
+
+    await asyncio.gather(dispatcher(limiters[0], True), dispatcher(limiters[1], False))
+    window_us = int(0.42 * MICROS)
+    assert len(spent) >= 24
+    assert max_in_window(sorted(spent), window_us) == 4
 
 
 async def test_a_malformed_entry_is_handed_out_as_such(redis: Redis, key_prefix: str) -> None:

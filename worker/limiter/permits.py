@@ -61,6 +61,22 @@ class Permit:
         return self.asked_mono + (self.slot_us - self.granted_at_us) / MICROS + after_slot_s
 
 
+@dataclass(frozen=True)
+class PermitAsk:
+    """A permit asked for inside another script's call (``queue/fetch.lua``
+    includes ``acquire.lua``): its id and ``acquire.lua``'s arguments after it."""
+
+    id: str
+    args: list[int]
+    # Our monotonic clock before the call that carries the ask, as for any permit.
+    asked_mono: float
+    # Reserve it after a job is handed out too; otherwise only after a late permit.
+    after_job: bool
+
+    def granted(self, slot_us: int, now_us: int) -> Permit:
+        return Permit(self.id, int(slot_us), int(now_us), time.monotonic(), self.asked_mono)
+
+
 class Limiter:
     def __init__(self, redis: Redis, keys: AccountKeys, account: AccountSettings) -> None:
         self._redis = redis
@@ -110,13 +126,20 @@ class Limiter:
 
     async def acquire(self) -> Permit:
         """Reserve the next slot of the account's allowance."""
-        permit_id = f"{self._tag}:{next(self._ids)}"
-        asked = time.monotonic()
+        ask = self.ask(after_job=False)
         slot, now = await self._acquire(
-            keys=[self._keys.limiter, self._keys.cooldown],
-            args=[permit_id, self._margin_us, *self._pacing, *self._caps],
+            keys=[self._keys.limiter, self._keys.cooldown], args=[ask.id, *ask.args]
         )
-        return Permit(permit_id, int(slot), int(now), time.monotonic(), asked)
+        return ask.granted(slot, now)
+
+    def ask(self, *, after_job: bool) -> PermitAsk:
+        """A permit to reserve in the call about to be made (see :class:`PermitAsk`)."""
+        return PermitAsk(
+            f"{self._tag}:{next(self._ids)}",
+            [self._margin_us, *self._pacing, *self._caps],
+            time.monotonic(),
+            after_job,
+        )
 
     async def wait_for(self, permit: Permit) -> None:
         delay = permit.seconds_until_slot()

@@ -9,6 +9,13 @@ moment it matures and never sits unused while something else is awaited:
    which is why an urgent job waits for at most the permits already granted;
 5. the request, sent at once, and its answer settled in one atomic step.
 
+Two Redis calls per job, besides the request: the fetch, and the settle. A
+dispatcher that will have a free slot for its next request has its next
+permit reserved by the fetch that hands out this job (and one whose permit
+came late, its replacement), rather than asking in a call of its own: the
+same order, as the slot is already known to be free and the token is kept
+in memory, without the round trip.
+
 Shutdown: a stop event ends fetching; requests in flight finish (bounded by
 the request timeout); a job still held after that is left for reclaim.
 """
@@ -27,6 +34,7 @@ from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import AuthorizationError as RedisAuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from worker.accounts.control import AccountExit
@@ -123,6 +131,8 @@ class AccountWorker:
             settings, redis, self.keys, self.queue, self.limiter, self.recorder, self.tokens
         )
         self._sending: set[asyncio.Task[None]] = set()
+        # Reserved by the last fetch, for the next request (see the module's doc).
+        self._next_permit: Permit | None = None
         self._log = log.bind(account=account.name)
         register_secret(account.api_key.reveal())
         metrics.prepare_account(account.name)
@@ -157,6 +167,15 @@ class AccountWorker:
             await self._finish_in_flight()
 
     async def _dispatch(self, until_empty: bool) -> AccountExit:
+        exit_ = await self._dispatch_jobs(until_empty)
+        unused, self._next_permit = self._next_permit, None
+        if unused is not None:
+            # Best effort: a permit not given back only leaves its slot unused.
+            with contextlib.suppress(RedisError):
+                await self._refund(unused)
+        return exit_
+
+    async def _dispatch_jobs(self, until_empty: bool) -> AccountExit:
         paused_reason: str | None = None
         outage_wait = REDIS_OUTAGE_WAIT_S
         while not self._stopping.is_set():
@@ -164,8 +183,10 @@ class AccountWorker:
             handed_over = False
             try:
                 token = await self.tokens.current() if self.tokens else None
-                asked_mono = time.monotonic()
-                permit, fetched = await self._fetch_on(await self.limiter.acquire(), asked_mono)
+                permit, self._next_permit = self._next_permit, None
+                if permit is None:
+                    permit = await self.limiter.acquire()
+                permit, fetched = await self._fetch_on(permit)
                 if fetched is None:
                     break
                 if isinstance(fetched, Paused | Empty):
@@ -220,35 +241,42 @@ class AccountWorker:
     async def _drained(self) -> bool:
         return (await self.queue.counts()).outstanding == 0
 
-    async def _fetch_on(
-        self, permit: Permit, asked_mono: float
-    ) -> tuple[Permit, Fetched | Paused | Empty | None]:
+    async def _fetch_on(self, permit: Permit) -> tuple[Permit, Fetched | Paused | Empty | None]:
         """Sleep until the permit's slot, then trade it for a job; None if stopping.
 
         Returns the permit the job was fetched on: after a late one, that is
         a new permit, and it is the one to refund if the job is not sent.
+        The fetch reserves the next request's permit too when this
+        dispatcher will have a free slot for it (kept in ``_next_permit``).
         """
+        asked_mono = permit.asked_mono
         while True:
             if not await self._sleep(permit.seconds_until_slot()):
                 await self._refund(permit)
                 return permit, None
+            # This request holds one slot; another free one is the next
+            # request's, as nothing but this loop takes them.
+            then = self.limiter.ask(after_job=not self._slots.locked())
             result = await self.queue.fetch(
-                permit, self._consumer, self.limiter.lateness_tolerance_us, self._retry_share
+                permit, self._consumer, self.limiter.lateness_tolerance_us, self._retry_share, then
             )
             if isinstance(result, Early):
                 # Our clock ran ahead of Redis's by a hair: wait out the difference.
                 await asyncio.sleep(result.wait_s)
                 continue
             if isinstance(result, Late):
-                # Too late to use safely (a stalled loop?): refunded, take a new one.
+                # Too late to use safely (a stalled loop?): refunded, and a new
+                # one reserved in the same call.
                 self._log.info("permit.late")
                 self._permits[PERMIT_LATE].inc()  # refunded by queue/fetch.lua
                 self._lateness.saw(True, time.monotonic())
-                permit = await self.limiter.acquire()
+                permit = result.next_permit or await self.limiter.acquire()
                 continue
             # From asking to the slot the job was fetched on, late ones included.
             self._permit_wait.observe(time.monotonic() - asked_mono)
             self._lateness.saw(False, time.monotonic())
+            if isinstance(result, Fetched):
+                self._next_permit = result.next_permit
             return permit, result
 
     async def _refund(self, permit: Permit) -> None:

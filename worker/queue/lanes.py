@@ -20,7 +20,7 @@ from redis.exceptions import ResponseError
 
 from worker.config.settings import DEFAULT_RESULT_TTL_S
 from worker.limiter import history
-from worker.limiter.permits import Permit
+from worker.limiter.permits import Permit, PermitAsk
 from worker.limiter.scripts import register_composed
 from worker.queue.jobs import WIRE_VERSION, Job, MalformedEntry, from_fields
 from worker.store.keys import CONSUMER_GROUP, LANES, AccountKeys, Lane, accounts_key
@@ -68,6 +68,8 @@ class Fetched:
     delivery: Delivery
     # The account's current token generation at the moment of the fetch.
     token_generation: int
+    # The caller's next permit, reserved in the same call, if it asked for one.
+    next_permit: Permit | None = None
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ class Early:
 
 @dataclass(frozen=True)
 class Late:
-    pass
+    # The permit to use instead, reserved in the same call, if one was asked for.
+    next_permit: Permit | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,7 @@ class Queue:
         # the record's first half.
         self._claim_ttl_s = claim_ttl_s
         self._enqueue = register(redis, "queue/enqueue")
-        self._fetch = register(redis, "queue/fetch")
+        self._fetch = register_composed(redis, "queue/fetch", ("limiter/acquire", "acquire"))
         self._retry = register_composed(redis, "queue/retry", history.INCLUDED)
         self._reclaim = register(redis, "queue/reclaim")
         self._forget = register(redis, "queue/forget_consumers")
@@ -312,9 +315,19 @@ class Queue:
             await settle()
 
     async def fetch(
-        self, permit: Permit, consumer: str, lateness_us: int, retry_share: RetryShare
+        self,
+        permit: Permit,
+        consumer: str,
+        lateness_us: int,
+        retry_share: RetryShare,
+        then: PermitAsk | None = None,
     ) -> FetchResult:
-        """Spend ``permit`` on the next job, or refund it and say why not."""
+        """Spend ``permit`` on the next job, or refund it and say why not.
+
+        ``then``: the caller's next permit, reserved in the same call when
+        the permit came late, and after a job if it says so; it comes back
+        on :class:`Fetched` or :class:`Late`.
+        """
         reply = await self._fetch(
             keys=[
                 self._keys.urgent,
@@ -326,6 +339,7 @@ class Queue:
                 self._keys.paused,
                 self._keys.halted,
                 self._keys.token,
+                self._keys.cooldown,
             ],
             args=[
                 CONSUMER_GROUP,
@@ -336,17 +350,20 @@ class Queue:
                 PROMOTE_PER_FETCH,
                 retry_share.per_window,
                 retry_share.window_us,
+                *(_NO_ASK if then is None else (then.id, "1" if then.after_job else "0")),
+                *(then.args if then is not None else ()),
             ],
         )
         kind = reply[0]
         if kind == "job":
-            lane, entry_id, generation, flat = reply[1], reply[2], int(reply[3]), reply[4:]
+            lane, entry_id, generation, flat = reply[1], reply[2], int(reply[3]), reply[6:]
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            return Fetched(_delivery(lane, entry_id, fields), generation)
+            granted = _granted(then, reply[4], reply[5])
+            return Fetched(_delivery(lane, entry_id, fields), generation, granted)
         if kind == "early":
             return Early(int(reply[1]) / 1_000_000)
         if kind == "late":
-            return Late()
+            return Late(_granted(then, reply[1], reply[2]))
         if kind == "paused":
             return Paused(str(reply[1]))
         next_due = int(reply[4])
@@ -419,6 +436,17 @@ class Queue:
             scheduled=int(replies[-1]),
             retry=waiting["retry"],
         )
+
+
+# fetch.lua's next-permit arguments when no permit is asked for.
+_NO_ASK = ("", "0")
+
+
+def _granted(ask: PermitAsk | None, slot_us: int, now_us: int) -> Permit | None:
+    """The permit fetch.lua reserved for ``ask``; None if it reserved none (-1)."""
+    if ask is None or int(slot_us) < 0:
+        return None
+    return ask.granted(slot_us, now_us)
 
 
 def _pending_count(reply: object) -> int:
