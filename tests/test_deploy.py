@@ -810,3 +810,29 @@ def test_every_data_file_of_the_package_is_in_the_wheel() -> None:
                    for pattern in patterns):  # fmt: skip
                 covered = True
         assert covered, f"{path.relative_to(ROOT)} is not in package-data"
+
+
+def test_the_sentinel_and_cluster_triggers_read_the_lane_length_like_the_standalone_ones() -> None:
+    """The guide's triggers for Sentinel and Cluster: the same stream and
+    target as the manifest's trigger for that lane, in XLEN mode, only the
+    scaler type and the addresses changed."""
+    guide = (ROOT / "deploy" / "README.md").read_text()
+    standalone = {
+        trigger["name"]: trigger for trigger in _manifests()["ScaledObject"]["spec"]["triggers"]
+    }
+    found = {}
+    for block in re.findall(r"```yaml\n(.*?)```", guide, flags=re.S):
+        for trigger in _yaml().safe_load(block):
+            found[trigger["type"]] = trigger
+    assert set(found) == {"redis-sentinel-streams", "redis-cluster-streams"}
+    for kind, trigger in found.items():
+        metadata = trigger["metadata"]
+        twin = standalone[trigger["name"]]["metadata"]
+        assert (metadata["stream"], metadata["streamLength"]) == (
+            twin["stream"],
+            twin["streamLength"],
+        ), kind
+        assert "consumerGroup" not in metadata and "lagCount" not in metadata, kind
+        assert all(isinstance(value, str) for value in metadata.values()), kind
+        assert all(":" in address for address in metadata["addresses"].split(",")), kind
+    assert found["redis-sentinel-streams"]["metadata"]["sentinelMaster"] == "ozp-main"
