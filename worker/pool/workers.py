@@ -56,6 +56,7 @@ from worker.pool.heartbeat import Heartbeat
 from worker.pool.idle import LaneWatcher, watching
 from worker.pool.lateness import LatenessWatch
 from worker.pool.settle import Held, Settler
+from worker.queue.batching import ScriptCalls, script_calls
 from worker.queue.jobs import Job, invalid_reason, unsendable_reason
 from worker.queue.lanes import Early, Empty, Fetched, Late, Paused, Queue, RetryShare
 from worker.results.records import Record, Recorder
@@ -104,6 +105,7 @@ class AccountWorker:
         consumer: str,
         stopping: asyncio.Event,
         watcher: LaneWatcher,
+        calls: ScriptCalls | None = None,
     ) -> None:
         self._settings = settings
         self._account = account
@@ -112,9 +114,9 @@ class AccountWorker:
         self._stopping = stopping
         self._watcher = watcher
         self.keys = AccountKeys(settings.key_prefix, account.name)
-        self.queue = Queue(redis, self.keys)
+        self.queue = Queue(redis, self.keys, calls=calls)
         self.limiter = Limiter(redis, self.keys, account)
-        self.recorder = Recorder(redis, self.keys, settings)
+        self.recorder = Recorder(redis, self.keys, settings, calls=calls)
         client = OzonetelClient(session, account)
         self._client = client
         self.tokens = (
@@ -422,10 +424,12 @@ async def run_pool(
         account.require_credentials()
     session = create_session(settings.request_timeout_s)
     consumer = consumer_name()
+    # One per process: every account's per-job scripts share round trips.
+    calls = script_calls(redis)
     try:
         async with watching(redis) as watcher:
             workers = [
-                AccountWorker(settings, account, redis, session, consumer, stopping, watcher)
+                AccountWorker(settings, account, redis, session, consumer, stopping, watcher, calls)
                 for account in chosen
             ]
             log.info("pool.started", consumer=consumer, accounts=names)

@@ -22,6 +22,7 @@ from worker.config.settings import DEFAULT_RESULT_TTL_S
 from worker.limiter import history
 from worker.limiter.permits import Permit, PermitAsk
 from worker.limiter.scripts import register_composed
+from worker.queue.batching import SETTLE_WITHIN_S, ScriptCalls
 from worker.queue.jobs import WIRE_VERSION, Job, MalformedEntry, from_fields
 from worker.store.keys import CONSUMER_GROUP, LANES, AccountKeys, Lane, accounts_key
 from worker.store.lua import register
@@ -213,10 +214,18 @@ def _delivery(lane: Lane, entry_id: str, fields: dict[str, str]) -> Delivery:
 
 class Queue:
     def __init__(
-        self, redis: Redis, keys: AccountKeys, claim_ttl_s: int = DEFAULT_RESULT_TTL_S
+        self,
+        redis: Redis,
+        keys: AccountKeys,
+        claim_ttl_s: int = DEFAULT_RESULT_TTL_S,
+        *,
+        calls: ScriptCalls | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
+        # The per-job scripts (fetch, retry) go through these: a worker's
+        # share round trips with its other accounts' (queue/batching.py).
+        self._calls = calls or ScriptCalls()
         # A claimed id is kept as long as its record will be: the claim is
         # the record's first half.
         self._claim_ttl_s = claim_ttl_s
@@ -328,8 +337,9 @@ class Queue:
         the permit came late, and after a job if it says so; it comes back
         on :class:`Fetched` or :class:`Late`.
         """
-        reply = await self._fetch(
-            keys=[
+        reply = await self._calls.call(
+            self._fetch,
+            [
                 self._keys.urgent,
                 self._keys.retry,
                 self._keys.bulk,
@@ -341,7 +351,7 @@ class Queue:
                 self._keys.token,
                 self._keys.cooldown,
             ],
-            args=[
+            [
                 CONSUMER_GROUP,
                 consumer,
                 permit.id,
@@ -386,15 +396,17 @@ class Queue:
         """
         job_id = fields.get("id", delivery.entry_id)
         member = json.dumps({"job": job_id, "fields": fields}, sort_keys=True)
-        await self._retry(
-            keys=[self._keys.lane(delivery.lane), self._keys.delayed, self._keys.rate_minutes],
-            args=[
+        await self._calls.call(
+            self._retry,
+            [self._keys.lane(delivery.lane), self._keys.delayed, self._keys.rate_minutes],
+            [
                 CONSUMER_GROUP,
                 delivery.entry_id,
                 max(round(delay_s * 1000), 0),
                 member,
                 *history.chart_args(sent_slot_us),
             ],
+            within_s=SETTLE_WITHIN_S,
         )
 
     async def reclaim(self, consumer: str, min_idle_s: float) -> int:

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from worker.config.settings import Settings
 from worker.limiter import history
 from worker.limiter.scripts import register_composed
+from worker.queue.batching import SETTLE_WITHIN_S, ScriptCalls
 from worker.queue.jobs import readable
 from worker.queue.lanes import Delivery
 from worker.store.keys import CONSUMER_GROUP, AccountKeys
@@ -39,10 +40,19 @@ class Record:
 
 
 class Recorder:
-    def __init__(self, redis: Redis, keys: AccountKeys, settings: Settings) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: AccountKeys,
+        settings: Settings,
+        *,
+        calls: ScriptCalls | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._settings = settings
+        # A worker's records share round trips with its other accounts'.
+        self._calls = calls or ScriptCalls()
         self._record = register_composed(redis, "results/record", history.INCLUDED)
 
     async def record(
@@ -102,8 +112,9 @@ class Recorder:
         ]
         for name, value in [*result.items(), *extra.items()]:
             args += [name, value]
-        recorded = await self._record(
-            keys=[
+        recorded = await self._calls.call(
+            self._record,
+            [
                 self._keys.lane(delivery.lane),
                 self._keys.results,
                 self._keys.dlq,
@@ -114,7 +125,8 @@ class Recorder:
                 self._keys.dlq_reasons,
                 self._keys.rate_minutes,
             ],
-            args=args,
+            args,
+            within_s=SETTLE_WITHIN_S,
         )
         return bool(recorded)
 
