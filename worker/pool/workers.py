@@ -213,10 +213,15 @@ class AccountWorker:
                 self._start_sending(held)
                 handed_over = True
                 outage_wait = REDIS_OUTAGE_WAIT_S
-                # Let the request leave now, before this loop asks Redis for
-                # the next permit: the time from the permit check to the
-                # vendor is what the safety margin has to cover.
-                await asyncio.sleep(0)
+                if self._next_permit is None:
+                    # Let the request leave now, before this loop asks Redis
+                    # for the next permit: the time from the permit check to
+                    # the vendor is what the safety margin has to cover. With
+                    # the next permit in hand, the next call to Redis is its
+                    # fetch, which the request task, started first, precedes
+                    # anyway; and a turn of a busy loop here would come out
+                    # of that permit's lateness allowance.
+                    await asyncio.sleep(0)
             except TokenUnavailable as exc:
                 self._log.warning("token.unavailable", why=str(exc), retry_in_s=exc.retry_after_s)
                 await self._sleep(exc.retry_after_s)

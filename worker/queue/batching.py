@@ -9,10 +9,12 @@ to its own caller as if it had been made alone. Nothing else changes: each
 script is still one atomic step on the server, and a pipeline never holds
 anything across calls, so no call waits on another's keys.
 
-How long a call may wait for company is its caller's choice: a fetch waits
-for nothing more than the calls made in the same turn of the event loop (its
-permit's slot has come), a settle waits a couple of milliseconds (the answer
-is in hand; nothing is timed on its write).
+How long a call may wait for company is its caller's choice. The settles (a
+record, a retry) wait a couple of milliseconds: the answer is in hand, and
+nothing is timed on their write. A fetch does not come here at all: its
+permit's slot has come, and the turns of the loop a batch costs (the flush,
+then the pipeline's task) would come out of the permit's lateness allowance;
+measured, a busy process then had permits late by the thousand.
 
 On Redis Cluster a pipeline spans the nodes that own the calls' slots, so
 there each call goes on its own, as before (:class:`ScriptCalls`).

@@ -223,14 +223,27 @@ class Queue:
     ) -> None:
         self._redis = redis
         self._keys = keys
-        # The per-job scripts (fetch, retry) go through these: a worker's
-        # share round trips with its other accounts' (queue/batching.py).
+        # Retries go through these: a worker's share round trips with its
+        # other accounts' settles (queue/batching.py).
         self._calls = calls or ScriptCalls()
         # A claimed id is kept as long as its record will be: the claim is
         # the record's first half.
         self._claim_ttl_s = claim_ttl_s
         self._enqueue = register(redis, "queue/enqueue")
         self._fetch = register_composed(redis, "queue/fetch", ("limiter/acquire", "acquire"))
+        # Built once: a fetch runs for every job.
+        self._fetch_keys = [
+            keys.urgent,
+            keys.retry,
+            keys.bulk,
+            keys.delayed,
+            keys.limiter,
+            keys.retry_grants,
+            keys.paused,
+            keys.halted,
+            keys.token,
+            keys.cooldown,
+        ]
         self._retry = register_composed(redis, "queue/retry", history.INCLUDED)
         self._reclaim = register(redis, "queue/reclaim")
         self._forget = register(redis, "queue/forget_consumers")
@@ -337,21 +350,11 @@ class Queue:
         the permit came late, and after a job if it says so; it comes back
         on :class:`Fetched` or :class:`Late`.
         """
-        reply = await self._calls.call(
-            self._fetch,
-            [
-                self._keys.urgent,
-                self._keys.retry,
-                self._keys.bulk,
-                self._keys.delayed,
-                self._keys.limiter,
-                self._keys.retry_grants,
-                self._keys.paused,
-                self._keys.halted,
-                self._keys.token,
-                self._keys.cooldown,
-            ],
-            [
+        # Never batched: a permit's slot has come, and every turn of the loop
+        # between it and the server's check comes out of its lateness allowance.
+        reply = await self._fetch(
+            keys=self._fetch_keys,
+            args=[
                 CONSUMER_GROUP,
                 consumer,
                 permit.id,
