@@ -13,7 +13,7 @@ from tests.conftest import TIME_SCALE, Simulator, make_settings
 from worker.config.settings import Settings
 from worker.limiter.permits import Limiter
 from worker.pool.settle import backoff_s
-from worker.pool.workers import AccountExit, run_pool
+from worker.pool.workers import AccountExit, Naps, run_pool
 from worker.queue.jobs import make_job
 from worker.queue.lanes import Fetched, Queue, RetryShare
 from worker.store.keys import AccountKeys
@@ -103,3 +103,19 @@ def test_backoff_is_full_jitter_within_the_bounds() -> None:
     assert all(0 <= s <= 4.0 for s in samples)
     assert max(backoff_s(1, 0.5, 4.0) for _ in range(200)) <= 0.5
     assert max(samples) > 2.0
+
+
+async def test_a_stop_wakes_every_sleeping_dispatcher_at_once() -> None:
+    stopping = asyncio.Event()
+    naps = Naps(stopping)
+    watch = asyncio.create_task(naps.watch())
+    assert await naps.sleep(0.01) is True
+    sleepers = [asyncio.create_task(naps.sleep(60.0)) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    assert not any(s.done() for s in sleepers)
+
+    stopping.set()
+    assert await asyncio.wait_for(asyncio.gather(*sleepers), 1.0) == [False] * 5
+    # Once stopping, a sleep ends before it starts.
+    assert await asyncio.wait_for(naps.sleep(60.0), 0.1) is False
+    await watch

@@ -90,6 +90,48 @@ REDIS_OUTAGE_WAIT_S = 0.1
 REDIS_OUTAGE_WAIT_MAX_S = 5.0
 
 
+class Naps:
+    """Timed sleeps that a stop cuts short, for the dispatchers of a process.
+
+    A dispatcher sleeps once per job (until its permit's slot): a future and a
+    timer each here, rather than an event waiter, a timeout and the task's
+    cancellation when it fires. One task per process wakes every sleeper when
+    ``stopping`` is set (:meth:`watch`).
+    """
+
+    def __init__(self, stopping: asyncio.Event) -> None:
+        self._stopping = stopping
+        self._sleeping: set[asyncio.Future[None]] = set()
+
+    async def watch(self) -> None:
+        """Wake every sleeper once ``stopping`` is set; run as a task."""
+        await self._stopping.wait()
+        for nap in self._sleeping:
+            if not nap.done():
+                nap.set_result(None)
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless asked to stop; False if stopping."""
+        if self._stopping.is_set():
+            return False
+        if seconds > 0:
+            loop = asyncio.get_running_loop()
+            nap: asyncio.Future[None] = loop.create_future()
+            timer = loop.call_later(seconds, _wake, nap)
+            self._sleeping.add(nap)
+            try:
+                await nap
+            finally:
+                timer.cancel()
+                self._sleeping.discard(nap)
+        return not self._stopping.is_set()
+
+
+def _wake(nap: asyncio.Future[None]) -> None:
+    if not nap.done():
+        nap.set_result(None)
+
+
 def consumer_name() -> str:
     """Unique per process, readable in XINFO CONSUMERS."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -105,6 +147,7 @@ class AccountWorker:
         consumer: str,
         stopping: asyncio.Event,
         watcher: LaneWatcher,
+        naps: Naps,
         calls: ScriptCalls | None = None,
     ) -> None:
         self._settings = settings
@@ -112,6 +155,8 @@ class AccountWorker:
         self._redis = redis
         self._consumer = consumer
         self._stopping = stopping
+        # Woken by the process's one watch of ``stopping`` (see run_pool).
+        self._naps = naps
         self._watcher = watcher
         self.keys = AccountKeys(settings.key_prefix, account.name)
         self.queue = Queue(redis, self.keys, calls=calls)
@@ -292,7 +337,7 @@ class AccountWorker:
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless asked to stop; False if stopping."""
-        return not await wait_event(self._stopping, seconds)
+        return await self._naps.sleep(seconds)
 
     def _start_sending(self, held: Held) -> None:
         task = asyncio.create_task(self._send(held))
@@ -429,17 +474,25 @@ async def run_pool(
         account.require_credentials()
     session = create_session(settings.request_timeout_s)
     consumer = consumer_name()
-    # One per process: every account's per-job scripts share round trips.
+    # One per process: every account's settles share round trips, and one
+    # task wakes every account's sleeping dispatcher on a stop.
     calls = script_calls(redis)
+    naps = Naps(stopping)
+    waking = asyncio.create_task(naps.watch())
     try:
         async with watching(redis) as watcher:
             workers = [
-                AccountWorker(settings, account, redis, session, consumer, stopping, watcher, calls)
+                AccountWorker(
+                    settings, account, redis, session, consumer, stopping, watcher, naps, calls
+                )
                 for account in chosen
             ]
             log.info("pool.started", consumer=consumer, accounts=names)
             exits = await asyncio.gather(*(worker.run(until_empty) for worker in workers))
     finally:
+        waking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waking
         await session.close()
     log.info("pool.stopped", exits=[str(e) for e in exits])
     return dict(zip(names, exits, strict=True))
