@@ -399,18 +399,20 @@ class AccountWorker:
             await self._put_back(held, job, "token.expired_before_send")
             return
         token = held.token.value if held.token else None
+        # The earlier of: the send budget after the trade, and half the margin
+        # after the slot on a clock that cannot lag.
+        send_by = min(
+            held.fetched_mono + self.limiter.send_budget_s,
+            held.permit.send_deadline(self.limiter.write_by_after_slot_s),
+        )
         started = time.monotonic()
         try:
-            answer = await self._client.delete_record(
-                job,
-                token,
-                # The earlier of: the send budget after the trade, and half
-                # the margin after the slot on a clock that cannot lag.
-                send_by=min(
-                    held.fetched_mono + self.limiter.send_budget_s,
-                    held.permit.send_deadline(self.limiter.write_by_after_slot_s),
-                ),
-            )
+            if started > send_by:
+                # Already too late (a saturated loop started this task late):
+                # the client would refuse it at the connection; saying so here
+                # saves building the request.
+                raise NotSent("the permit expired before the request could be written")
+            answer = await self._client.delete_record(job, token, send_by=send_by)
             verdict = classify_delete(answer)
             answered_as = metrics.answer_class(answer, verdict)
         except TransportFailure as exc:
