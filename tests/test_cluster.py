@@ -22,10 +22,11 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis import Redis as SyncRedis
+from redis.asyncio import RedisCluster
 
 from tests.conftest import TIME_SCALE, Simulator, eventually, make_settings
 from tests.test_redis_security import (
@@ -40,6 +41,7 @@ from tests.test_redis_security import (
 from worker.config.settings import AccountSettings, Settings
 from worker.config.sources import load_settings
 from worker.errors import ConfigError
+from worker.limiter.permits import MICROS, Limiter
 from worker.pool.workers import AccountExit, run_pool
 from worker.queue.producer import Producer
 from worker.simulator import parse_latency
@@ -391,4 +393,50 @@ async def test_a_drain_survives_a_primary_killed_after_its_replica_fell_behind(
         assert report["max_in_window"] <= settings.account().rate_limit
     finally:
         await producer.close()
+        await redis.aclose()
+
+
+@pytest.mark.slow
+async def test_a_replica_named_in_the_url_and_promoted_by_hand_is_a_new_server(
+    start_cluster: ClusterFactory,
+) -> None:
+    """The client first asks a replica for the slot map, so it holds a
+    connection to it opened while it was not a primary; promoted (a planned
+    CLUSTER FAILOVER), it must still count as a new server: the limiter
+    cools down there before it grants anything."""
+    cluster = await start_cluster()
+    keys = AccountKeys(PREFIX, "default")
+    old = cluster.primary_of(keys.limiter)
+    replica = cluster.replica_of(old)
+    window_s = 3.0
+    settings = make_settings(
+        replica.url(f"{WORKER_USER}:{WORKER_PASSWORD}"), PREFIX, {"redis_mode": "cluster"},
+        rate_limit=5, rate_window_s=window_s,
+    )  # fmt: skip
+    redis = redis_client(replica.url(f"{WORKER_USER}:{WORKER_PASSWORD}"), "cluster")
+    watch = watch_of(redis)
+    assert isinstance(watch, ClusterRestartWatch)
+    limiter = Limiter(redis, keys, settings.account())
+    try:
+        for _ in range(5):
+            await limiter.acquire()
+        # Only primaries get node objects: whatever the client opened to the
+        # replica (the slot map, asked of the URL's node) serves no account.
+        nodes = cast(RedisCluster, redis).nodes_manager.nodes_cache
+        assert f"127.0.0.1:{replica.port}" not in nodes
+        assert watch.restarts == 0
+        with replica.admin() as admin:
+            admin.execute_command("CLUSTER", "FAILOVER")
+
+            async def promoted() -> bool:
+                return str(admin.info("replication")["role"]) == "master"
+
+            await eventually(promoted, 30)
+        after = await limiter.acquire()
+        # Five grants may have gone out just before: nothing for a window.
+        assert after.slot_us - after.granted_at_us >= (window_s - 0.1) * MICROS
+        node = watch.node(f"127.0.0.1:{replica.port}")
+        assert node is not None and node.restarts == 1
+        assert watch.restarts == 1
+    finally:
         await redis.aclose()

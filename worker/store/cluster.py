@@ -16,9 +16,11 @@ Two things the plain client does for one server are done here per node:
   the accounts whose slots it took: the first connection to it as a primary
   runs the cool-downs before any other command. Each cool-down runs where
   its account's slot lives; the other nodes answer MOVED, which is skipped.
-- **Connections opened while a node was a replica** (the client asks any
-  node for the slot map) are reopened before their first command once the
-  node is a primary, so that the watch sees the promotion.
+- **Connections opened while a node was a replica** cannot carry an
+  account's commands after its promotion: the client keeps no node object
+  for replicas (it reads only from primaries) and asks for the slot map on
+  the nodes named at start through objects of their own, so a promoted
+  node's first data command opens a connection, which the watch sees.
 
 And one bound: a process keeps at most ``max_connections`` commands in
 flight at once, whatever its number of accounts, so no node ever sees more
@@ -34,7 +36,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.cluster import ClusterPipeline
-from redis.asyncio.connection import Connection, SSLConnection
+from redis.asyncio.connection import Connection
 from redis.cluster import PRIMARY
 
 from worker.store.restarts import RestartWatch, address_of
@@ -83,8 +85,6 @@ class ClusterRestartWatch:
         primary = self.is_primary(address)
         if primary and address not in self._accepted_primaries():
             watch.new_server = "promoted"
-        # Before the set-up's own commands, which would otherwise reopen it.
-        cast(_ClusterConnection, connection).opened_as_primary = primary
         await watch.on_connect(connection)
         # Reached only once the commands, if any, succeeded.
         if primary:
@@ -99,28 +99,6 @@ class ClusterRestartWatch:
                 return set()
             self._accepted = {node.name for node in primaries}
         return self._accepted
-
-
-class _ClusterConnection(Connection):
-    """Reopened before a command once its node became a primary, if it was
-    opened while the node was not one (see the module's docstring)."""
-
-    opened_as_primary = False
-
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        watch = getattr(self.redis_connect_func, "__self__", None)
-        if (
-            not self.opened_as_primary
-            and isinstance(watch, ClusterRestartWatch)
-            and self.is_connected
-            and watch.is_primary(address_of(self))
-        ):
-            await self.disconnect()
-        await super().send_packed_command(command, check_health)
-
-
-class _ClusterSSLConnection(_ClusterConnection, SSLConnection):
-    pass
 
 
 class BoundedRedisCluster(RedisCluster):
@@ -171,13 +149,8 @@ def cluster_client(url: str, options: dict[str, Any], max_connections: int) -> R
     # redis-py's cluster client takes no connect hook of its own; like its own
     # maintenance-notification set-up, it goes into the options every node's
     # connections are made from, before any node has a connection.
-    tls = client.connection_kwargs.get("connection_class") is SSLConnection
-    connection_class = _ClusterSSLConnection if tls else _ClusterConnection
-    client.connection_kwargs.update(
-        redis_connect_func=watch.on_connect, connection_class=connection_class
-    )
+    client.connection_kwargs["redis_connect_func"] = watch.on_connect
     for node in client.startup_nodes:
-        node.connection_class = connection_class
         node.connection_kwargs["redis_connect_func"] = watch.on_connect
     return cast(Redis, client)
 
