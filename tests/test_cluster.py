@@ -23,8 +23,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis import Redis as SyncRedis
 from redis.asyncio import RedisCluster
 
@@ -46,7 +49,12 @@ from worker.pool.workers import AccountExit, run_pool
 from worker.queue.producer import Producer
 from worker.simulator import parse_latency
 from worker.store.cluster import ClusterRestartWatch, is_cluster
-from worker.store.connection import MAX_CONNECTIONS, acl_setuser_line, redis_client
+from worker.store.connection import (
+    MAX_CONNECTIONS,
+    acl_setuser_line,
+    redacted_url,
+    redis_client,
+)
 from worker.store.connection import restart_watch as watch_of
 from worker.store.embedded import free_port
 from worker.store.keys import AccountKeys
@@ -78,6 +86,35 @@ async def test_a_cluster_client_has_a_restart_watch_per_node_and_no_database_but
         redis_client(f"redis://:{SECRET}@127.0.0.1:{port}/3", "cluster")
     assert SECRET not in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(
+    scheme=st.sampled_from(["redis://", "rediss://", "unix://", ""]),
+    rest=st.text(max_size=40),
+    query=st.dictionaries(
+        st.sampled_from(
+            ["db", "max_connections", "socket_timeout", "path", "ssl_cert_reqs", "x", "protocol"]
+        ),
+        st.text(max_size=8),
+        max_size=3,
+    ),
+)
+async def test_any_cluster_url_gives_a_client_or_one_config_error_without_the_password(
+    scheme: str, rest: str, query: dict[str, str]
+) -> None:
+    url = f"{scheme}:{SECRET}@{rest}" + ("?" + urlencode(query) if query else "")
+    try:
+        client = redis_client(url, "cluster")
+    except ConfigError as exc:
+        # One line of its own (the URL as written is escaped where shown).
+        assert "\n" not in str(exc).replace(redacted_url(url), "")
+        assert SECRET not in str(exc)
+        return
+    # Building it did no I/O; the parts a command needs are all there.
+    assert is_cluster(client)
+    assert isinstance(watch_of(client), ClusterRestartWatch)
+    await client.aclose()
 
 
 # ---- a real cluster -------------------------------------------------------------------

@@ -199,7 +199,10 @@ def redis_client(url: str, mode: str = DEFAULT_REDIS_MODE) -> Redis:
         # otherwise surface as a TypeError at the first command.
         pool.connection_class(**pool.connection_kwargs)
     except (TypeError, RedisClusterException) as exc:
-        raise ConfigError(f"REDIS_URL {redacted_url(url)}: {exc}") from None
+        # redis-py's cluster refusals run to several lines of advice; the
+        # first says what is wrong.
+        reason = next(iter(str(exc).splitlines()), type(exc).__name__)
+        raise ConfigError(f"REDIS_URL {redacted_url(url)}: {reason}") from None
     return client
 
 
