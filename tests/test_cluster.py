@@ -28,10 +28,10 @@ from urllib.parse import urlencode
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from redis import Redis as SyncRedis
 from redis.asyncio import RedisCluster
 
 from tests.conftest import TIME_SCALE, Simulator, eventually, make_settings
+from tests.failover import LAG_S, assert_the_failover_kept_its_promises
 from tests.test_redis_security import (
     ADMIN_PASSWORD,
     SECRET,
@@ -136,15 +136,12 @@ class Cluster:
     def url(self, userinfo: str = f"{WORKER_USER}:{WORKER_PASSWORD}") -> str:
         return self.nodes[0].url(userinfo)
 
-    def admin(self, node: RedisProcess) -> SyncRedis:
-        return node.admin()
-
     def by_port(self, port: int) -> RedisProcess:
         return next(node for node in self.nodes if node.port == port)
 
     def primary_of(self, key: str) -> RedisProcess:
         """The node serving ``key``'s slot, as every live node sees it."""
-        with self.admin(self.live()[0]) as admin:
+        with self.live()[0].admin() as admin:
             slot = int(admin.execute_command("CLUSTER", "KEYSLOT", key))
             for start, end, primary, *_ in admin.execute_command("CLUSTER", "SLOTS"):
                 if int(start) <= slot <= int(end):
@@ -152,7 +149,7 @@ class Cluster:
         raise AssertionError(f"no node serves {key}")
 
     def replica_of(self, primary: RedisProcess) -> RedisProcess:
-        with self.admin(primary) as admin:
+        with primary.admin() as admin:
             replicas = admin.info("replication")
         return self.by_port(int(replicas["slave0"]["port"]))
 
@@ -333,7 +330,6 @@ async def test_accounts_spread_over_the_shards_drain_with_one_record_per_job(
 
 PHONES = [f"98460{i:05d}" for i in range(240)]
 LATE_PHONES = [f"98461{i:05d}" for i in range(5)]
-LAG_S = 0.3
 
 
 def _pid(node: RedisProcess) -> int:
@@ -418,16 +414,9 @@ async def test_a_drain_survives_a_primary_killed_after_its_replica_fell_behind(
         assert node_watch is not None and node_watch.restarts >= 1
         assert int(await redis.hget(marker, "runs") or 0) >= 1
 
-        records = [fields for _, fields in await redis.xrange(keys.results)]
-        assert Counter(f["phone"] for f in records) == Counter([*PHONES, *LATE_PHONES])
-        assert (await sim.campaigns())["c"] == []
-        for fields in records:
-            assert fields["outcome"] in ("deleted", "already_deleted", "dead"), fields
-            if fields["outcome"] == "dead":
-                assert fields.get("reason") == "no_record", fields
-        report = await sim.inspect()
-        assert report["violations"] == 0
-        assert report["max_in_window"] <= settings.account().rate_limit
+        await assert_the_failover_kept_its_promises(
+            redis, keys, sim, settings.account().rate_limit, [*PHONES, *LATE_PHONES]
+        )
     finally:
         await producer.close()
         await redis.aclose()

@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from tests.conftest import TIME_SCALE, Simulator, eventually, make_settings
+from tests.failover import LAG_S, assert_the_failover_kept_its_promises
 from tests.test_redis_security import (
     ADMIN_PASSWORD,
     SECRET,
@@ -489,8 +489,6 @@ PHONES = [f"98450{i:05d}" for i in range(300)]
 # Queued in the moments the replica missed, through the Python API, each
 # acknowledged to its producer by the primary that then died.
 LATE_PHONES = [f"98451{i:05d}" for i in range(5)]
-# How long the replica lags behind when the primary dies.
-LAG_S = 0.3
 
 
 @pytest.mark.slow
@@ -569,20 +567,9 @@ async def test_a_drain_survives_a_failover_that_lost_the_last_writes(
         assert watch.info_refused and watch.restarts >= 1
         assert int(await redis.hget(marker, "runs") or 0) >= 1
 
-        records = [fields for _, fields in await redis.xrange(keys.results)]
-        assert Counter(f["phone"] for f in records) == Counter([*PHONES, *LATE_PHONES])
-        # Deleted at the vendor, all of them: nothing lost.
-        assert (await sim.campaigns())["c"] == []
-        # A job whose fetch and record were both lost was sent again as new,
-        # and the vendor's "No Record Found" for it reads as a dead letter:
-        # the documented cost of a lost write, never another reason.
-        for fields in records:
-            assert fields["outcome"] in ("deleted", "already_deleted", "dead"), fields
-            if fields["outcome"] == "dead":
-                assert fields.get("reason") == "no_record", fields
-        report = await sim.inspect()
-        assert report["violations"] == 0
-        assert report["max_in_window"] <= settings.account().rate_limit
+        await assert_the_failover_kept_its_promises(
+            redis, keys, sim, settings.account().rate_limit, [*PHONES, *LATE_PHONES]
+        )
     finally:
         await primary_admin.aclose()
         await replica_admin.aclose()
